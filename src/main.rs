@@ -1,1 +1,131 @@
-fn main() {}
+//! The `readyloop` binary: argument parsing and process set-up around the library.
+//!
+//! `readyloop` alone is `readyloop serve`. Subcommands: `serve`, `client ADDR`, `load MODE`.
+//! Logging goes to stderr through `env_logger` (`RUST_LOG`, default `info`); stdout carries only
+//! what scripts read: the `listening <proto> <addr>` lines and the client's and load tool's output.
+
+use lexopt::prelude::*;
+use readyloop::server::{LineMode, ServeConfig, Server};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: readyloop [serve] [OPTIONS]
+       readyloop client ADDR
+       readyloop load MODE [OPTIONS]   (see `readyloop load --help`)
+
+serve options:
+  --http ADDR|off            HTTP/1.1 + WebSocket listener   [127.0.0.1:8000]
+  --line ADDR|off            line listener                   [127.0.0.1:10000]
+  --hello ADDR|off           hello listener                  [127.0.0.1:8001]
+  --greeting TEXT            hello greeting                  [Hello, World!]
+  --line-mode echo|broadcast line listener mode              [echo]
+  --max-line BYTES           longest line                    [65536]
+  --idle-timeout SECS        close idle line/hello clients   [off]
+  --shutdown-timeout SECS    graceful shutdown bound         [10]
+  --high-watermark BYTES     pending output that pauses reads [1048576]
+  --low-watermark BYTES      pending output that resumes them [262144]
+";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp(None)
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("readyloop: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // The first argument may be a subcommand; anything else is a `serve` option.
+    let (command, rest) = match args.first().and_then(|a| a.to_str()) {
+        Some(c) if !c.starts_with('-') => (c.to_string(), args[1..].to_vec()),
+        _ => ("serve".to_string(), args),
+    };
+    let mut parser = lexopt::Parser::from_args(rest);
+    match command.as_str() {
+        "serve" => serve(&mut parser),
+        "client" => {
+            let addr: SocketAddr = parser.value()?.parse()?;
+            readyloop::client::run(addr)?;
+            Ok(())
+        }
+        "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}").into()),
+    }
+}
+
+fn addr_or_off(v: std::ffi::OsString) -> Result<Option<SocketAddr>, Box<dyn std::error::Error>> {
+    let s = v.string()?;
+    if s == "off" {
+        return Ok(None);
+    }
+    Ok(Some(
+        s.parse().map_err(|e| format!("bad address {s:?}: {e}"))?,
+    ))
+}
+
+fn secs(v: std::ffi::OsString) -> Result<Duration, Box<dyn std::error::Error>> {
+    let s = v.string()?;
+    let f: f64 = s.parse().map_err(|e| format!("bad seconds {s:?}: {e}"))?;
+    if !(f.is_finite() && f >= 0.0) {
+        return Err(format!("bad seconds {s:?}").into());
+    }
+    Ok(Duration::from_secs_f64(f))
+}
+
+fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = ServeConfig::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("http") => cfg.http = addr_or_off(parser.value()?)?,
+            Long("line") => cfg.line = addr_or_off(parser.value()?)?,
+            Long("hello") => cfg.hello = addr_or_off(parser.value()?)?,
+            Long("greeting") => cfg.greeting = parser.value()?.string()?,
+            Long("line-mode") => {
+                cfg.line_mode = match parser.value()?.string()?.as_str() {
+                    "echo" => LineMode::Echo,
+                    "broadcast" => LineMode::Broadcast,
+                    other => return Err(format!("bad --line-mode {other:?}").into()),
+                }
+            }
+            Long("max-line") => cfg.max_line = parser.value()?.parse()?,
+            Long("idle-timeout") => cfg.idle_timeout = Some(secs(parser.value()?)?),
+            Long("shutdown-timeout") => cfg.loop_config.shutdown_timeout = secs(parser.value()?)?,
+            Long("high-watermark") => cfg.loop_config.high_watermark = parser.value()?.parse()?,
+            Long("low-watermark") => cfg.loop_config.low_watermark = parser.value()?.parse()?,
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if cfg.loop_config.low_watermark > cfg.loop_config.high_watermark {
+        return Err("--low-watermark must not exceed --high-watermark".into());
+    }
+    match readyloop::sys::raise_nofile_limit() {
+        Ok((before, after)) => log::info!("RLIMIT_NOFILE soft limit {before} -> {after}"),
+        Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+    let (mut ev, bound) = Server::bind(cfg)?;
+    let mut out = std::io::stdout().lock();
+    for (proto, addr) in &bound {
+        writeln!(out, "listening {} {}", proto.name(), addr)?;
+    }
+    out.flush()?;
+    drop(out);
+    ev.handle_signals()?;
+    ev.run()?;
+    Ok(())
+}
