@@ -122,13 +122,12 @@ mod tests {
 
     #[test]
     fn idle_connection_is_small() {
-        // Socket 4 + inbuf 24 + out queue 48 + timer 8 + gen 4 + listener 4 + 3 bytes,
-        // padded: 96 bytes plus the protocol state. The idle-memory benchmark measures the rest.
-        assert!(
-            std::mem::size_of::<Connection<()>>() <= 96,
-            "Connection<()> grew to {} bytes",
-            std::mem::size_of::<Connection<()>>()
-        );
+        // Socket 4 + inbuf 24 + out queue 48 + timer 8 + gen 4 + listener 4 + 3 bytes, padded:
+        // 96 bytes plus the protocol state. Debug builds of mio add a registry id (8 bytes,
+        // padded to 16) to every socket to catch double registration.
+        let limit = if cfg!(debug_assertions) { 112 } else { 96 };
+        let size = std::mem::size_of::<Connection<()>>();
+        assert!(size <= limit, "Connection<()> grew to {size} bytes");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod server;
 pub mod sys;
 pub mod timer;
 pub mod upload_store;
+pub mod ws;
 
 pub use event_loop::{Config, EventLoop, Handle, ListenerId, Stats};
 pub use handler::{CloseReason, ConnId, Context, Handler};
