@@ -102,6 +102,9 @@ pub enum Conn {
 #[derive(Debug)]
 pub enum Message {}
 
+/// A listener `Server::bind` bound: its protocol and its real address.
+pub type Bound = (Protocol, SocketAddr);
+
 /// The handler of `readyloop serve`.
 pub struct Server {
     config: ServeConfig,

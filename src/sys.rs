@@ -17,7 +17,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let before = lim.rlim_cur as u64;
+    let before = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: setrlimit reads the struct we pass.
@@ -25,7 +25,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((before, lim.rlim_cur as u64))
+    Ok((before, lim.rlim_cur))
 }
 
 /// Resident set size of process `pid` (or of this process with `None`), in bytes, from
@@ -56,7 +56,7 @@ mod tests {
             rlim_max: 0,
         };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-        assert_eq!(after, lim.rlim_max as u64);
+        assert_eq!(after, lim.rlim_max);
         assert_eq!(lim.rlim_cur, lim.rlim_max);
     }
 
