@@ -134,7 +134,7 @@ impl Server {
     /// `(protocol, address)` pairs (real ports where port 0 was asked for).
     pub fn bind(
         config: ServeConfig,
-    ) -> io::Result<(EventLoop<Server>, Vec<(Protocol, SocketAddr)>)> {
+    ) -> io::Result<(EventLoop<Server>, Vec<Bound>)> {
         let loop_config = config.loop_config.clone();
         let wanted = [
             (Protocol::Http, config.http),
