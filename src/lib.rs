@@ -35,6 +35,7 @@
 pub mod client;
 pub mod connection;
 pub mod event_loop;
+pub mod http;
 pub mod handler;
 pub mod line;
 pub mod out_queue;
