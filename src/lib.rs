@@ -35,8 +35,9 @@
 pub mod client;
 pub mod connection;
 pub mod event_loop;
-pub mod http;
 pub mod handler;
+pub mod http;
+pub mod http_service;
 pub mod line;
 pub mod out_queue;
 pub mod server;
@@ -44,6 +45,7 @@ pub mod sys;
 pub mod timer;
 pub mod upload_store;
 pub mod ws;
+pub mod ws_service;
 
 pub use event_loop::{Config, EventLoop, Handle, ListenerId, Stats};
 pub use handler::{CloseReason, ConnId, Context, Handler};
