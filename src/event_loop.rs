@@ -1269,12 +1269,14 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn reap(&mut self) {
+        let mut freed = false;
         while !self.core.closed.is_empty() {
             let closed = std::mem::take(&mut self.core.closed);
             for (key, why) in closed {
                 let Some(c) = self.core.conns.try_remove(key) else {
                     continue;
                 };
+                freed = true;
                 match c.listener {
                     Some(l) => self.core.stats.open[l.0 as usize] -= 1,
                     None => self.core.stats.open_outgoing -= 1,
@@ -1290,7 +1292,10 @@ impl<H: Handler> EventLoop<H> {
                 h.on_close(&mut cx, id, state, why);
             }
         }
-        if self.accept_paused_until.is_some() && !self.core.shutting_down {
+        // A descriptor was freed: retry a paused accept now rather than at its deadline. Only
+        // then: doing this on every iteration made the retry immediate, and a loop that cannot
+        // accept spun on EMFILE at 100% CPU.
+        if freed && self.accept_paused_until.is_some() && !self.core.shutting_down {
             self.accept_paused_until = Some(self.core.now);
         }
     }
