@@ -416,6 +416,9 @@ pub struct EventLoop<H: Handler> {
     rx: mpsc::Receiver<Envelope<H::Message>>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     accept_paused_until: Option<Instant>,
+    /// Accepts failed for want of descriptors and none has succeeded since: the warning is
+    /// logged once per such episode, not on every `ACCEPT_RETRY`.
+    accept_starved: bool,
     shutdown_deadline: Option<Instant>,
     stopped: bool,
 }
@@ -467,6 +470,7 @@ impl<H: Handler> EventLoop<H> {
             rx,
             signals: None,
             accept_paused_until: None,
+            accept_starved: false,
             shutdown_deadline: None,
             stopped: false,
         })
@@ -809,7 +813,13 @@ impl<H: Handler> EventLoop<H> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(index, stream, peer),
+                Ok((stream, peer)) => {
+                    if self.accept_starved {
+                        self.accept_starved = false;
+                        info!("accepting again: descriptors freed up");
+                    }
+                    self.admit(index, stream, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "listener {} accept WouldBlock", self.listeners[index].name);
                     return;
@@ -836,10 +846,15 @@ impl<H: Handler> EventLoop<H> {
     /// Out of descriptors: the pending connection stays in the backlog, and every `accept`
     /// would fail again at once. Stop asking until a connection closes or `ACCEPT_RETRY` passes.
     fn pause_accepting(&mut self, e: &io::Error) {
-        warn!(
-            "accept failed: {e}; pausing accepts ({} connections open) until a descriptor frees up",
-            self.core.conns.len()
-        );
+        if self.accept_starved {
+            debug!("accept failed again: {e}; still pausing accepts");
+        } else {
+            self.accept_starved = true;
+            warn!(
+                "accept failed: {e}; pausing accepts ({} connections open) until a descriptor frees up",
+                self.core.conns.len()
+            );
+        }
         self.accept_paused_until = Some(self.core.now + ACCEPT_RETRY);
         for l in &mut self.listeners {
             if let Some(socket) = l.socket.as_mut() {
@@ -850,7 +865,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
-        info!("resuming accepts");
+        debug!("resuming accepts");
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if let Some(socket) = l.socket.as_mut() {
                 // A fresh registration reports readiness that is already there (the backlog).
