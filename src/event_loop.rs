@@ -416,8 +416,9 @@ pub struct EventLoop<H: Handler> {
     rx: mpsc::Receiver<Envelope<H::Message>>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     accept_paused_until: Option<Instant>,
-    /// Accepts failed for want of descriptors and none has succeeded since: the warning is
-    /// logged once per such episode, not on every `ACCEPT_RETRY`.
+    /// Accepts failed for want of descriptors and the backlog has not been drained since: the
+    /// warning is logged once per such episode, not on every `ACCEPT_RETRY` (nor again when
+    /// closing connections lets the backlog in one descriptor at a time).
     accept_starved: bool,
     shutdown_deadline: Option<Instant>,
     stopped: bool,
@@ -813,14 +814,13 @@ impl<H: Handler> EventLoop<H> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    if self.accept_starved {
-                        self.accept_starved = false;
-                        info!("accepting again: descriptors freed up");
-                    }
-                    self.admit(index, stream, peer)
-                }
+                Ok((stream, peer)) => self.admit(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.accept_starved {
+                        // The backlog is empty: every waiting connection got a descriptor.
+                        self.accept_starved = false;
+                        info!("accept backlog drained: no longer out of descriptors");
+                    }
                     trace!(target: IO, "listener {} accept WouldBlock", self.listeners[index].name);
                     return;
                 }
