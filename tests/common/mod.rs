@@ -66,7 +66,7 @@ impl Server {
                 .windows(2)
                 .filter(|w| w[0] == flag)
                 .map(|w| w[1])
-                .last();
+                .next_back();
             last != Some("off")
         };
         let expected = ["--http", "--line", "--hello"]
