@@ -124,7 +124,7 @@ fn five_thousand_concurrent_connections() {
     }
     // Every connection is open before any of them talks.
     for (i, c) in conns.iter_mut().enumerate() {
-        write!(c, "conn {i}\n").unwrap();
+        c.write_all(format!("conn {i}\n").as_bytes()).unwrap();
     }
     for (i, c) in conns.iter_mut().enumerate() {
         let want = format!("conn {i}\n");
@@ -156,7 +156,7 @@ fn emfile_pauses_accepts_without_spinning_and_recovers() {
     // about 64 minus its own descriptors.
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        write!(c, "client {i}\n").unwrap();
+        c.write_all(format!("client {i}\n").as_bytes()).unwrap();
     }
     thread::sleep(Duration::from_millis(500));
     let ready = readable(&clients.iter().collect::<Vec<_>>(), Duration::ZERO);
