@@ -223,8 +223,14 @@ fn emfile_pauses_accepts_without_spinning_and_recovers() {
 /// close at once, the client still gets every echoed byte, and the server exits 0.
 #[test]
 fn sigterm_flushes_queued_output_then_exits_zero() {
-    let mut server = Server::start(&["--shutdown-timeout", "10"]);
+    // An 8 MiB high watermark lets the server queue 8 MiB for us before it stops reading:
+    // more than the kernel buffers between us can hold (our receive buffer is pinned small),
+    // so the bytes only arrive if the server really flushes its queue after SIGTERM.
+    let mut server = Server::start(&["--shutdown-timeout", "10", "--high-watermark", "8388608"]);
     let mut s = connect(server.line());
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let data = numbered_lines(32 * MIB, 1000);
     let sent = stuff(&mut s, &data, Duration::from_millis(500));
@@ -253,9 +259,10 @@ fn sigterm_flushes_queued_output_then_exits_zero() {
     refused(hello);
     assert!(server.alive(), "exited before flushing its client");
     let got = read_to_eof(&mut s);
+    eprintln!("sent {sent} bytes, {} echoed after SIGTERM", got.len());
     // Every line it read was echoed: what came back is a prefix of what was sent, made of
-    // whole lines, and much more than the kernel buffers alone could hold.
-    assert!(got.len() > MIB, "only {} bytes echoed", got.len());
+    // whole lines, and more than the watermark (so more than the kernel buffers held).
+    assert!(got.len() > 8 * MIB, "only {} bytes echoed", got.len());
     assert!(got.len() <= sent);
     if got[..] != data[..got.len()] {
         let at = got.iter().zip(&data).position(|(a, b)| a != b).unwrap();
