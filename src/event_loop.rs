@@ -417,6 +417,10 @@ pub struct EventLoop<H: Handler> {
     rx: mpsc::Receiver<Envelope<H::Message>>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     accept_paused_until: Option<Instant>,
+    /// Accepts failed for want of descriptors and the backlog has not been drained since: the
+    /// warning is logged once per such episode, not on every `ACCEPT_RETRY` (nor again when
+    /// closing connections lets the backlog in one descriptor at a time).
+    accept_starved: bool,
     shutdown_deadline: Option<Instant>,
     stopped: bool,
 }
@@ -468,6 +472,7 @@ impl<H: Handler> EventLoop<H> {
             rx,
             signals: None,
             accept_paused_until: None,
+            accept_starved: false,
             shutdown_deadline: None,
             stopped: false,
         })
@@ -812,6 +817,11 @@ impl<H: Handler> EventLoop<H> {
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.accept_starved {
+                        // The backlog is empty: every waiting connection got a descriptor.
+                        self.accept_starved = false;
+                        info!("accept backlog drained: no longer out of descriptors");
+                    }
                     trace!(target: IO, "listener {} accept WouldBlock", self.listeners[index].name);
                     return;
                 }
@@ -837,10 +847,15 @@ impl<H: Handler> EventLoop<H> {
     /// Out of descriptors: the pending connection stays in the backlog, and every `accept`
     /// would fail again at once. Stop asking until a connection closes or `ACCEPT_RETRY` passes.
     fn pause_accepting(&mut self, e: &io::Error) {
-        warn!(
-            "accept failed: {e}; pausing accepts ({} connections open) until a descriptor frees up",
-            self.core.conns.len()
-        );
+        if self.accept_starved {
+            debug!("accept failed again: {e}; still pausing accepts");
+        } else {
+            self.accept_starved = true;
+            warn!(
+                "accept failed: {e}; pausing accepts ({} connections open) until a descriptor frees up",
+                self.core.conns.len()
+            );
+        }
         self.accept_paused_until = Some(self.core.now + ACCEPT_RETRY);
         for l in &mut self.listeners {
             if let Some(socket) = l.socket.as_mut() {
@@ -851,7 +866,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
-        info!("resuming accepts");
+        debug!("resuming accepts");
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if let Some(socket) = l.socket.as_mut() {
                 // A fresh registration reports readiness that is already there (the backlog).
@@ -1270,12 +1285,14 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn reap(&mut self) {
+        let mut freed = false;
         while !self.core.closed.is_empty() {
             let closed = std::mem::take(&mut self.core.closed);
             for (key, why) in closed {
                 let Some(c) = self.core.conns.try_remove(key) else {
                     continue;
                 };
+                freed = true;
                 match c.listener {
                     Some(l) => self.core.stats.open[l.0 as usize] -= 1,
                     None => self.core.stats.open_outgoing -= 1,
@@ -1291,7 +1308,10 @@ impl<H: Handler> EventLoop<H> {
                 h.on_close(&mut cx, id, state, why);
             }
         }
-        if self.accept_paused_until.is_some() && !self.core.shutting_down {
+        // A descriptor was freed: retry a paused accept now rather than at its deadline. Only
+        // then: doing this on every iteration made the retry immediate, and a loop that cannot
+        // accept spun on EMFILE at 100% CPU.
+        if freed && self.accept_paused_until.is_some() && !self.core.shutting_down {
             self.accept_paused_until = Some(self.core.now);
         }
     }
