@@ -87,7 +87,15 @@ impl Rss {
 
 fn spawn_readyloop() -> Child {
     Command::new(env!("CARGO_BIN_EXE_readyloop"))
-        .args(["serve", "--line", "127.0.0.1:0", "--http", "off", "--hello", "off"])
+        .args([
+            "serve",
+            "--line",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--hello",
+            "off",
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -160,8 +168,7 @@ fn measure(name: &str, mut child: Child, conns: usize) -> Rss {
     let pid = child.id();
     let addr = line_addr(&mut child);
     let rss = |what: &str| {
-        readyloop::sys::rss_bytes(Some(pid))
-            .unwrap_or_else(|e| panic!("{name}: RSS {what}: {e}"))
+        readyloop::sys::rss_bytes(Some(pid)).unwrap_or_else(|e| panic!("{name}: RSS {what}: {e}"))
     };
     let mut warm = vec![connect(addr).expect("warm-up connect")];
     exercise(&mut warm).expect("warm-up echo");
@@ -173,9 +180,10 @@ fn measure(name: &str, mut child: Child, conns: usize) -> Rss {
     while idle.len() < conns {
         let from = idle.len();
         for _ in from..conns.min(from + BATCH) {
-            idle.push(connect(addr).unwrap_or_else(|e| {
-                panic!("{name}: connect #{} failed: {e}", idle.len() + 1)
-            }));
+            idle.push(
+                connect(addr)
+                    .unwrap_or_else(|e| panic!("{name}: connect #{} failed: {e}", idle.len() + 1)),
+            );
         }
         exercise(&mut idle[from..]).unwrap_or_else(|e| panic!("{name}: echo failed: {e}"));
     }

@@ -8,12 +8,14 @@
 //!
 //! The servers run one after the other, never together (the machine has 2 cores), each on its
 //! own thread in this process. The client is one thread with its own `mio::Poll` driving all
-//! connections, non-blocking and edge-triggered (read until `WouldBlock`), so it makes the same
-//! syscalls whatever the server is, and costs about what one server does.
+//! connections, non-blocking and edge-triggered (reads until the socket is drained: `WouldBlock`
+//! or a short read), so it makes the same syscalls whatever the server is: one `recv` and one
+//! `send` per message, plus its share of `epoll_wait`.
 //!
 //! Output: a Markdown table on stdout, also written to `target/bench-line-echo.md`.
-//! Environment: `BENCH_SECS` (measured seconds), `BENCH_CONNS` (connections, default 50),
-//! `BENCH_ONLY` (`readyloop` or `tokio`: run one server, for profiling with `perf`/`strace`).
+//! Environment: `BENCH_SECS` (measured seconds per round, default 5), `BENCH_ROUNDS` (rounds
+//! per server, alternating, default 2), `BENCH_CONNS` (connections, default 50), `BENCH_ONLY`
+//! (`readyloop` or `tokio`: run one server, for profiling with `perf`/`strace`).
 
 mod common;
 
@@ -48,6 +50,9 @@ impl Outcome {
         self.latency_ns.value_at_quantile(q) as f64 / 1000.0
     }
 }
+
+/// Starts one of the servers under test.
+type Start = fn() -> Running;
 
 /// A running server: its address and how to stop it.
 struct Running {
@@ -194,6 +199,11 @@ fn run_client(addr: SocketAddr, conns: usize, measure: Duration) -> io::Result<O
             if !event.is_readable() {
                 continue;
             }
+            // Edge-triggered, so read until the socket is drained. A read shorter than the
+            // buffer has drained it already: data arriving later raises a new edge, so the
+            // `WouldBlock` read that would confirm it is skipped (tokio does the same). The
+            // exception is a FIN, which raises no further edge: then read on to the EOF.
+            let closing = event.is_read_closed();
             loop {
                 match c.stream.read(&mut buf) {
                     Ok(0) => return Err(io::Error::other("server closed a connection")),
@@ -208,10 +218,12 @@ fn run_client(addr: SocketAddr, conns: usize, measure: Duration) -> io::Result<O
                             let done = Instant::now();
                             if done >= window_start && done < window_end {
                                 msgs += 1;
-                                latency_ns
-                                    .saturating_record((done - c.sent_at).as_nanos() as u64);
+                                latency_ns.saturating_record((done - c.sent_at).as_nanos() as u64);
                             }
                             c.send_next(done)?;
+                        }
+                        if n < buf.len() && !closing {
+                            break;
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -228,7 +240,7 @@ fn run_client(addr: SocketAddr, conns: usize, measure: Duration) -> io::Result<O
     })
 }
 
-fn bench(name: &str, start: fn() -> Running, conns: usize, measure: Duration) -> Outcome {
+fn bench(name: &str, start: Start, conns: usize, measure: Duration) -> Outcome {
     eprintln!("line_echo: {name}: {conns} connections, {measure:?} after {WARM_UP:?} warm-up");
     let server = start();
     let outcome = run_client(server.addr, conns, measure)
@@ -240,37 +252,61 @@ fn bench(name: &str, start: fn() -> Running, conns: usize, measure: Duration) ->
 fn main() {
     let secs: f64 = env_num("BENCH_SECS", 5.0);
     let conns: usize = env_num("BENCH_CONNS", 50);
+    let rounds: usize = env_num("BENCH_ROUNDS", 2).max(1);
     let only = std::env::var("BENCH_ONLY").ok();
     let measure = Duration::from_secs_f64(secs);
-    let servers: [(&str, fn() -> Running); 2] = [
-        ("readyloop", start_readyloop),
+    let servers: Vec<(&str, Start)> = [
+        ("readyloop", start_readyloop as Start),
         ("tokio current_thread", start_tokio),
-    ];
-    let mut results = Vec::new();
-    for (name, start) in servers {
-        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
-            continue;
+    ]
+    .into_iter()
+    .filter(|(name, _)| only.as_deref().map_or(true, |o| name.starts_with(o)))
+    .collect();
+    // Rounds alternate the servers (A B A B ...) so that a burst of load from elsewhere on the
+    // machine does not land on one server only; each server's rounds are then added up.
+    let mut totals: Vec<Option<Outcome>> = servers.iter().map(|_| None).collect();
+    let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    for _ in 0..rounds {
+        for (i, (name, start)) in servers.iter().enumerate() {
+            let o = bench(name, *start, conns, measure);
+            per_round[i].push(o.msgs_per_s());
+            match &mut totals[i] {
+                None => totals[i] = Some(o),
+                Some(t) => {
+                    t.msgs += o.msgs;
+                    t.secs += o.secs;
+                    t.latency_ns.add(&o.latency_ns).unwrap();
+                }
+            }
         }
-        results.push((name, bench(name, start, conns, measure)));
     }
+    let results: Vec<(&str, Outcome, &Vec<f64>)> = servers
+        .iter()
+        .zip(totals)
+        .zip(&per_round)
+        .map(|(((name, _), o), r)| (*name, o.unwrap(), r))
+        .collect();
 
     let mut report = format!(
-        "## line echo: {conns} connections, 64-byte messages, ping-pong, {secs} s (after {} s warm-up)\n\n\
-         | server | msgs/s | p50 µs | p99 µs | p999 µs | max µs |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "## line echo: {conns} connections, 64-byte messages, ping-pong, {rounds} × {secs} s per server \
+         (each after {} s warm-up, servers alternating)\n\n\
+         | server | msgs/s | msgs/s per round | p50 µs | p99 µs | p999 µs | max µs |\n\
+         |---|---:|---|---:|---:|---:|---:|\n",
         WARM_UP.as_secs_f64()
     );
-    for (name, o) in &results {
+    for (name, o, r) in &results {
+        let r: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
         report += &format!(
-            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {name} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             o.msgs_per_s(),
+            r.join(", "),
             o.us(0.5),
             o.us(0.99),
             o.us(0.999),
             o.latency_ns.max() as f64 / 1000.0
         );
     }
-    if let [(_, ours), (_, base)] = &results[..] {
+    if let [(_, ours, _), (_, base, _)] = &results[..] {
         report += &format!(
             "\nreadyloop / tokio msgs/s: **{:.2}×** (p99 latency ratio {:.2}×)\n",
             ours.msgs_per_s() / base.msgs_per_s(),
