@@ -9,9 +9,9 @@
 //! 2. warm it up with one connection that sends a line and reads the echo (first-touch costs
 //!    such as the loop's read buffer page are not per-connection), and keep that one open;
 //! 3. RSS *before*;
-//! 4. open N connections (`BENCH_CONNS`, default 10,000), in batches, each sending a line and
-//!    reading its echo, so the server has accepted, registered and served every one; they then
-//!    stay idle with nothing pending on either side;
+//! 4. open N connections (`BENCH_CONNS`, default 10,000) in batches (`BENCH_BATCH`, default
+//!    500), each sending a line and reading its echo, so the server has accepted, registered
+//!    and served every one; they then stay idle with nothing pending on either side;
 //! 5. RSS *after*, once things settle; report (after − before) / N.
 //!
 //! Kernel memory (socket buffers, epoll entries, file structs) is not in RSS and not counted:
@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 
 /// Bytes of user-space memory readyloop may use per idle connection.
 const TARGET_BYTES: f64 = 150.0;
-/// Connections opened before their echoes are read: below tokio's listen backlog (1024) so
-/// no SYN is dropped and no connect waits for a retransmission.
+/// Connections opened before their echoes are read (`BENCH_BATCH` overrides): below tokio's
+/// listen backlog (1024) so no SYN is dropped and no connect waits for a retransmission.
+/// The server holds up to this many replies at once, and the allocator keeps the memory they
+/// used after it is freed, so a larger batch shows as a little more RSS per connection.
 const BATCH: usize = 500;
 /// Time for the server to settle (and RSS to stop moving) after the last echo.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -40,6 +42,7 @@ fn main() {
         return tokio_server();
     }
     let conns: usize = env_num("BENCH_CONNS", 10_000);
+    let batch: usize = env_num("BENCH_BATCH", BATCH).max(1);
     match readyloop::sys::raise_nofile_limit() {
         Ok((_, soft)) if (soft as usize) < conns + 64 => {
             eprintln!("idle_memory: RLIMIT_NOFILE is {soft}, too low for {conns} connections")
@@ -48,11 +51,11 @@ fn main() {
         Err(e) => eprintln!("idle_memory: could not raise RLIMIT_NOFILE: {e}"),
     }
 
-    let readyloop = measure("readyloop", spawn_readyloop(), conns);
-    let tokio = measure("tokio current_thread", spawn_tokio(), conns);
+    let readyloop = measure("readyloop", spawn_readyloop(), conns, batch);
+    let tokio = measure("tokio current_thread", spawn_tokio(), conns, batch);
 
     let mut report = format!(
-        "## idle memory: {conns} idle line connections, user-space RSS growth\n\n\
+        "## idle memory: {conns} idle line connections (opened {batch} at a time), user-space RSS growth\n\n\
          | server | RSS before KiB | RSS after KiB | bytes / connection |\n\
          |---|---:|---:|---:|\n"
     );
@@ -164,7 +167,7 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-fn measure(name: &str, mut child: Child, conns: usize) -> Rss {
+fn measure(name: &str, mut child: Child, conns: usize, batch: usize) -> Rss {
     let pid = child.id();
     let addr = line_addr(&mut child);
     let rss = |what: &str| {
@@ -179,7 +182,7 @@ fn measure(name: &str, mut child: Child, conns: usize) -> Rss {
     let mut idle: Vec<TcpStream> = Vec::with_capacity(conns);
     while idle.len() < conns {
         let from = idle.len();
-        for _ in from..conns.min(from + BATCH) {
+        for _ in from..conns.min(from + batch) {
             idle.push(
                 connect(addr)
                     .unwrap_or_else(|e| panic!("{name}: connect #{} failed: {e}", idle.len() + 1)),
