@@ -1,0 +1,75 @@
+//! What both benchmarks share: the tokio baseline line server, environment knobs, and where
+//! the Markdown reports go. Not a bench target itself (Cargo only picks up `benches/*.rs`).
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// `name` from the environment as a number, or `default` (unset, or unparsable with a warning).
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(s) => s.parse().unwrap_or_else(|_| {
+            eprintln!("ignoring {name}={s:?}: not a number");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+/// The tokio baseline: an idiomatic line echo server. One task per connection, a `BufReader`
+/// (tokio's default 8 KiB buffer) with `read_until(b'\n')`, and `write_all` of the line.
+/// TCP_NODELAY is set, as readyloop sets it, so neither side waits on Nagle.
+/// Runs until `stop` completes; connection tasks end on EOF or with the runtime.
+pub async fn tokio_line_server(listener: TcpListener, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(echo_lines(stream));
+                }
+                Err(e) => eprintln!("tokio server: accept failed: {e}"),
+            },
+            _ = &mut stop => return,
+        }
+    }
+}
+
+async fn echo_lines(mut stream: TcpStream) -> io::Result<()> {
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        writer.write_all(&line).await?;
+    }
+}
+
+/// `target/NAME` (honouring CARGO_TARGET_DIR), where a bench leaves its Markdown table.
+pub fn report_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    dir.join(name)
+}
+
+/// Prints `report` to stdout and writes it to `target/NAME`.
+pub fn publish(name: &str, report: &str) {
+    print!("{report}");
+    let _ = io::stdout().flush();
+    let path = report_path(name);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&path, report) {
+        Ok(()) => eprintln!("wrote {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
