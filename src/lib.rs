@@ -37,6 +37,7 @@ pub mod connection;
 pub mod event_loop;
 pub mod handler;
 pub mod line;
+pub mod load;
 pub mod out_queue;
 pub mod server;
 pub mod sys;

@@ -132,9 +132,7 @@ impl Server {
 
     /// Builds the loop and binds every enabled listener. Returns the loop and the bound
     /// `(protocol, address)` pairs (real ports where port 0 was asked for).
-    pub fn bind(
-        config: ServeConfig,
-    ) -> io::Result<(EventLoop<Server>, Vec<Bound>)> {
+    pub fn bind(config: ServeConfig) -> io::Result<(EventLoop<Server>, Vec<Bound>)> {
         let loop_config = config.loop_config.clone();
         let wanted = [
             (Protocol::Http, config.http),
