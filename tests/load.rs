@@ -1,0 +1,338 @@
+//! `readyloop load` against the real server (both spawned as the real binary), and against
+//! small in-test peers where the server cannot show what is checked (source addresses,
+//! WebSocket modes before the WebSocket server lands). Every run is bounded in time.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_readyloop");
+
+/// `readyloop serve` on ephemeral ports; killed on drop.
+struct Server {
+    child: Child,
+    line: SocketAddr,
+    hello: SocketAddr,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--line", "127.0.0.1:0"])
+            .args(["--hello", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut line, mut hello) = (None, None);
+        for _ in 0..3 {
+            let mut l = String::new();
+            out.read_line(&mut l).expect("server output");
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            match parts.as_slice() {
+                ["listening", "line", a] => line = Some(a.parse().unwrap()),
+                ["listening", "hello", a] => hello = Some(a.parse().unwrap()),
+                ["listening", _, _] => {}
+                _ => panic!("unexpected server output {l:?}"),
+            }
+        }
+        Server {
+            child,
+            line: line.unwrap(),
+            hello: hello.unwrap(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `readyloop load ARGS --json --quiet`, killing it past `limit`. Returns its JSON line
+/// and how long it ran.
+fn load(args: &[&str], limit: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("load")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn load");
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
+        s
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "load {args:?} failed: {status}");
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("load {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    let out = reader.join().unwrap();
+    let last = out.lines().last().expect("a JSON line").to_string();
+    assert!(last.starts_with('{') && last.ends_with('}'), "{last}");
+    (last, took)
+}
+
+/// The number after `"key":` (keys are unique in the report, nested ones included).
+fn num(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    let end = json[at..]
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .map_or(json.len(), |e| at + e);
+    json[at..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn idle_holds_every_connection() {
+    let server = Server::start();
+    let (j, _) = load(
+        &[
+            "idle",
+            "--addr",
+            &server.line.to_string(),
+            "--conns",
+            "50",
+            "--duration",
+            "2",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_ok"), 50.0, "{j}");
+    assert_eq!(num(&j, "conns_open"), 50.0, "{j}");
+    assert_eq!(num(&j, "conns_failed"), 0.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    assert!(j.contains("\"mode\":\"idle\""), "{j}");
+}
+
+#[test]
+fn idle_reports_server_bytes_per_connection() {
+    let server = Server::start();
+    let pid = server.pid().to_string();
+    let (j, _) = load(
+        &[
+            "idle",
+            "--addr",
+            &server.line.to_string(),
+            "--conns",
+            "50",
+            "--duration",
+            "1",
+            "--server-pid",
+            &pid,
+        ],
+        LIMIT,
+    );
+    assert!(num(&j, "server_rss_end") > 0.0, "{j}");
+    assert!(j.contains("\"server_bytes_per_conn\":"), "{j}");
+}
+
+#[test]
+fn hello_repeats_and_checks_every_greeting() {
+    let server = Server::start();
+    let (j, _) = load(
+        &[
+            "hello",
+            "--addr",
+            &server.hello.to_string(),
+            "--conns",
+            "50",
+            "--duration",
+            "2",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    assert_eq!(num(&j, "conns_failed"), 0.0, "{j}");
+    // Every slot repeated: more conversations than slots, each greeting verified.
+    assert!(num(&j, "msgs") > 50.0, "{j}");
+    assert!(num(&j, "conns_ok") >= num(&j, "msgs"), "{j}");
+    assert_eq!(num(&j, "count"), num(&j, "msgs"), "{j}");
+}
+
+#[test]
+fn echo_verifies_pipelined_payloads() {
+    let server = Server::start();
+    let (j, _) = load(
+        &[
+            "echo",
+            "--addr",
+            &server.line.to_string(),
+            "--conns",
+            "50",
+            "--duration",
+            "2",
+            "--size",
+            "200",
+            "--pipeline",
+            "4",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_ok"), 50.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    let msgs = num(&j, "msgs");
+    assert!(msgs > 50.0, "{j}");
+    // Every verified echo has a latency sample, and at most 4 per connection were in flight.
+    assert_eq!(num(&j, "count"), msgs, "{j}");
+    assert!(num(&j, "msgs_sent") - msgs <= 200.0, "{j}");
+    assert!(
+        num(&j, "p50") > 0.0 && num(&j, "max") >= num(&j, "p999"),
+        "{j}"
+    );
+    // 200-byte payload + newline per message, both ways.
+    assert!(num(&j, "bytes_received") >= msgs * 201.0, "{j}");
+}
+
+#[test]
+fn refused_connections_are_counted_and_exit_promptly() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again: connects are refused
+    let addr = format!("127.0.0.1:{port}");
+    let (j, took) = load(
+        &["echo", "--addr", &addr, "--conns", "50", "--duration", "10"],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_failed"), 50.0, "{j}");
+    assert_eq!(num(&j, "conns_ok"), 0.0, "{j}");
+    assert_eq!(num(&j, "errors"), 50.0, "{j}");
+    assert!(j.contains("\"connect: ConnectionRefused\":50"), "{j}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // hello retries refused slots until the duration ends, counting each failure.
+    let (j, took) = load(
+        &["hello", "--addr", &addr, "--conns", "5", "--duration", "1"],
+        LIMIT,
+    );
+    assert!(num(&j, "conns_failed") >= 5.0, "{j}");
+    assert_eq!(num(&j, "errors"), num(&j, "conns_failed"), "{j}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn server_killed_mid_run_is_counted_and_the_tool_still_exits() {
+    for mode in ["echo", "idle"] {
+        let mut server = Server::start();
+        let addr = server.line.to_string();
+        let start = Instant::now();
+        let runner = std::thread::spawn(move || {
+            load(
+                &[mode, "--addr", &addr, "--conns", "50", "--duration", "4"],
+                LIMIT,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let (j, _) = runner.join().unwrap();
+        assert_eq!(num(&j, "conns_ok"), 50.0, "{mode}: {j}");
+        assert_eq!(
+            num(&j, "errors"),
+            50.0,
+            "{mode}: every connection lost: {j}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(4 + 3),
+            "{mode}: took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn procs_merge_adds_up_the_children() {
+    let server = Server::start();
+    let (j, _) = load(
+        &[
+            "echo",
+            "--addr",
+            &server.line.to_string(),
+            "--conns",
+            "31",
+            "--duration",
+            "1.5",
+            "--procs",
+            "2",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "procs"), 2.0, "{j}");
+    assert_eq!(num(&j, "conns"), 31.0, "{j}");
+    assert_eq!(num(&j, "conns_ok"), 31.0, "{j}");
+    assert_eq!(num(&j, "conns_open"), 31.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    // The histograms merged sample for sample: one latency per verified echo of either child.
+    assert!(num(&j, "msgs") > 31.0, "{j}");
+    assert_eq!(num(&j, "count"), num(&j, "msgs"), "{j}");
+    assert!(
+        !j.contains("latency_hist"),
+        "children's histograms stay internal: {j}"
+    );
+}
+
+#[test]
+fn src_ips_are_used_round_robin() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let acceptor = std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let (s, peer) = listener.accept().unwrap();
+            peers.push(peer.ip());
+            held.push(s);
+        }
+        (peers, held) // the connections stay open until joined
+    });
+    let (j, _) = load(
+        &[
+            "idle",
+            "--addr",
+            &addr,
+            "--conns",
+            "20",
+            "--duration",
+            "1",
+            "--src-ips",
+            "127.0.0.2-127.0.0.3",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_ok"), 20.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    let (peers, _held) = acceptor.join().unwrap();
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(peers.iter().filter(|&&p| p == ip).count(), 10, "{peers:?}");
+    }
+}
