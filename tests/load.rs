@@ -336,3 +336,138 @@ fn src_ips_are_used_round_robin() {
         assert_eq!(peers.iter().filter(|&&p| p == ip).count(), 10, "{peers:?}");
     }
 }
+
+/// A WebSocket peer on tungstenite (a second implementation, so the load tool's client side is
+/// checked against someone else's server): `/echo` echoes, `/ws` broadcasts every text `M` to
+/// all `/ws` clients as `📢 새로운 알림: M`, like the contract's server. One thread per
+/// connection; a write half (a second `WebSocket` on a clone of the socket) for broadcasts.
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+fn ws_peer() -> SocketAddr {
+    use std::sync::{Arc, Mutex};
+    use tungstenite::handshake::server::{Request, Response};
+    use tungstenite::protocol::Role;
+    use tungstenite::{Message, WebSocket};
+    type Writers = Arc<Mutex<Vec<WebSocket<std::net::TcpStream>>>>;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let writers: Writers = Arc::default();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let writers = writers.clone();
+            std::thread::spawn(move || {
+                let mut path = String::new();
+                let callback = |req: &Request, resp: Response| {
+                    path = req.uri().path().to_string();
+                    Ok(resp)
+                };
+                // Handshake and join the broadcast list under the lock, so that no broadcast
+                // can miss a client that already got its 101 (or precede the 101 on the wire).
+                let mut all = writers.lock().unwrap();
+                let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
+                    return;
+                };
+                if path == "/ws" {
+                    let half = ws.get_ref().try_clone().unwrap();
+                    all.push(WebSocket::from_raw_socket(half, Role::Server, None));
+                }
+                drop(all);
+                while let Ok(msg) = ws.read() {
+                    match (path.as_str(), msg) {
+                        ("/echo", m @ (Message::Text(_) | Message::Binary(_))) => {
+                            // A failed send shows up as a failed read next.
+                            let _ = ws.send(m);
+                        }
+                        ("/ws", Message::Text(t)) => {
+                            let out = format!("📢 새로운 알림: {}", t.as_str());
+                            let mut all = writers.lock().unwrap();
+                            all.retain_mut(|w| w.send(Message::text(out.clone())).is_ok());
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn ws_echo_verifies_binary_and_text_payloads() {
+    let addr = ws_peer().to_string();
+    for extra in [&[][..], &["--text"][..]] {
+        let mut args = vec![
+            "ws-echo",
+            "--addr",
+            &addr,
+            "--conns",
+            "20",
+            "--duration",
+            "1.5",
+            "--size",
+            "300",
+            "--pipeline",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let (j, _) = load(&args, LIMIT);
+        assert_eq!(num(&j, "conns_ok"), 20.0, "{j}");
+        assert_eq!(num(&j, "conns_open"), 20.0, "{j}");
+        assert_eq!(num(&j, "errors"), 0.0, "{extra:?}: {j}");
+        assert!(num(&j, "msgs") > 20.0, "{j}");
+        assert_eq!(num(&j, "count"), num(&j, "msgs"), "{j}");
+    }
+}
+
+#[test]
+fn ws_broadcast_every_receiver_gets_every_message_once() {
+    let addr = ws_peer().to_string();
+    let (j, _) = load(
+        &[
+            "ws-broadcast",
+            "--addr",
+            &addr,
+            "--conns",
+            "20",
+            "--duration",
+            "2",
+            "--senders",
+            "2",
+            "--msg-rate",
+            "200",
+            "--size",
+            "80",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_ok"), 20.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    let sent = num(&j, "msgs_sent");
+    assert!(sent > 100.0, "{j}");
+    // All 20 connections (senders included) received every message.
+    assert_eq!(num(&j, "msgs"), sent * 20.0, "{j}");
+    assert_eq!(num(&j, "count"), num(&j, "msgs"), "{j}");
+}
+
+#[test]
+fn idle_websockets_upgrade_and_hold() {
+    let addr = ws_peer().to_string();
+    let (j, _) = load(
+        &[
+            "idle",
+            "--addr",
+            &addr,
+            "--conns",
+            "20",
+            "--duration",
+            "1",
+            "--ws",
+            "/echo",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_ok"), 20.0, "{j}");
+    assert_eq!(num(&j, "conns_open"), 20.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+}

@@ -131,8 +131,6 @@ pub struct LoadClient {
     pub open: u64,
     /// Hello slots to connect again, with the time (µs) from which they may.
     pub reopen: Vec<(u32, u64)>,
-    /// Initial connects that resolved (opened or failed): the ramp is over when all did.
-    pub first_resolved: u64,
     pub first_started_us: u64,
     pub last_first_open_us: u64,
     rng: u64,
@@ -173,7 +171,6 @@ impl LoadClient {
             stopping: false,
             open: 0,
             reopen: Vec::new(),
-            first_resolved: 0,
             first_started_us: 0,
             last_first_open_us: 0,
             rng: 0x9E37_79B9_7F4A_7C15 ^ mono_us() ^ ((std::process::id() as u64) << 32),
@@ -442,7 +439,8 @@ impl LoadClient {
     }
 
     /// ws-broadcast: sends what the `--msg-rate` schedule owes by now. Sending starts once every
-    /// local slot has connected or failed (or `start_anyway`), so every receiver sees seq 0.
+    /// local slot is upgraded or failed to connect (or `start_anyway`), so every receiver sees
+    /// seq 0.
     pub fn broadcast_tick(&mut self, cx: &mut Context<'_, Self>, start_anyway: bool) {
         if self.stopping || self.senders == 0 || self.msg_rate <= 0.0 {
             return;
@@ -450,7 +448,7 @@ impl LoadClient {
         let now = mono_us();
         let t0 = match self.send_started_us {
             Some(t) => t,
-            None if self.first_resolved >= self.report.conns || start_anyway => {
+            None if self.open + self.report.conns_failed >= self.report.conns || start_anyway => {
                 self.send_started_us = Some(now);
                 now
             }
@@ -574,7 +572,6 @@ impl Handler for LoadClient {
         let now = mono_us();
         let st = cx.state();
         if st.first {
-            self.first_resolved += 1;
             self.last_first_open_us = now;
         }
         if let Some(path) = self.ws_path.clone() {
@@ -670,9 +667,6 @@ impl Handler for LoadClient {
             CloseReason::ConnectFailed(kind) if !self.stopping => {
                 self.report.conns_failed += 1;
                 self.report.error(&format!("connect: {kind:?}"));
-                if st.first {
-                    self.first_resolved += 1;
-                }
             }
             CloseReason::Done | CloseReason::Aborted => {}
             why if matches!(stage, Stage::Ready | Stage::Handshaking) => {

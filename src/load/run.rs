@@ -75,9 +75,6 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
             let h = ev.handler_mut();
             h.report.conns_failed += 1;
             h.report.error(&format!("connect: {:?}", e.kind()));
-            if first {
-                h.first_resolved += 1;
-            }
             if opts.mode == Mode::Hello {
                 h.reopen
                     .push((slot, mono_us() + super::client::RETRY_DELAY_US));
