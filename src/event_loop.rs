@@ -78,8 +78,9 @@ pub struct Config {
     /// Pending output (bytes) below which reading resumes: 256 KiB, hysteresis so a connection
     /// does not flip on every write.
     pub low_watermark: usize,
-    /// Pending output (bytes) at which a connection is closed as a slow consumer: 16 MiB, for
-    /// output the connection did not ask for (broadcasts) that backpressure cannot stop.
+    /// Pending output (bytes) at which a connection is closed as a slow consumer: 64 MiB, a last
+    /// resort for output that backpressure on reads cannot stop (broadcasts); protocols cut off
+    /// slow consumers at their own, lower limits first.
     pub max_pending: usize,
     /// Bytes an incomplete message may occupy in a connection's input buffer: 17 MiB, one
     /// 16 MiB WebSocket message plus headers. Protocols enforce their own, smaller limits first.
@@ -100,7 +101,7 @@ impl Default for Config {
             read_buffer: 64 * 1024,
             high_watermark: 1 << 20,
             low_watermark: 256 * 1024,
-            max_pending: 16 << 20,
+            max_pending: 64 << 20,
             max_inbuf: 17 << 20,
             close_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),

@@ -36,6 +36,8 @@ pub mod client;
 pub mod connection;
 pub mod event_loop;
 pub mod handler;
+pub mod http;
+pub mod http_service;
 pub mod line;
 pub mod load;
 pub mod out_queue;
@@ -44,6 +46,7 @@ pub mod sys;
 pub mod timer;
 pub mod upload_store;
 pub mod ws;
+pub mod ws_service;
 
 pub use event_loop::{Config, EventLoop, Handle, ListenerId, Stats};
 pub use handler::{CloseReason, ConnId, Context, Handler};

@@ -27,6 +27,17 @@ serve options:
   --shutdown-timeout SECS    graceful shutdown bound         [10]
   --high-watermark BYTES     pending output that pauses reads [1048576]
   --low-watermark BYTES      pending output that resumes them [262144]
+  --max-body BYTES           largest HTTP request body       [67108864]
+  --header-timeout SECS      request head deadline           [10]
+  --keepalive-timeout SECS   idle keep-alive connection      [75]
+  --upload-dir DIR           where uploads are saved         [./uploads]
+  --task-threads N           background task threads         [1]
+  --task-queue N             queued pieces per task thread   [64]
+  --ws-ping SECS             ping idle WebSockets (0: off)   [30]
+  --max-message BYTES        largest WebSocket message       [16777216]
+  --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
+  --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
+  --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
 ";
 
 fn main() -> ExitCode {
@@ -85,6 +96,14 @@ fn secs(v: std::ffi::OsString) -> Result<Duration, Box<dyn std::error::Error>> {
     Ok(Duration::from_secs_f64(f))
 }
 
+fn positive(v: std::ffi::OsString) -> Result<usize, Box<dyn std::error::Error>> {
+    let n: usize = v.parse()?;
+    if n == 0 {
+        return Err("expected a number above 0".into());
+    }
+    Ok(n)
+}
+
 fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = ServeConfig::default();
     while let Some(arg) = parser.next()? {
@@ -105,6 +124,20 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
             Long("shutdown-timeout") => cfg.loop_config.shutdown_timeout = secs(parser.value()?)?,
             Long("high-watermark") => cfg.loop_config.high_watermark = parser.value()?.parse()?,
             Long("low-watermark") => cfg.loop_config.low_watermark = parser.value()?.parse()?,
+            Long("max-body") => cfg.web.max_body = parser.value()?.parse()?,
+            Long("header-timeout") => cfg.web.header_timeout = secs(parser.value()?)?,
+            Long("keepalive-timeout") => cfg.web.keepalive_timeout = secs(parser.value()?)?,
+            Long("upload-dir") => cfg.web.upload_dir = parser.value()?.into(),
+            Long("task-threads") => cfg.web.task_threads = positive(parser.value()?)?,
+            Long("task-queue") => cfg.web.task_queue = positive(parser.value()?)?,
+            Long("ws-ping") => {
+                let every = secs(parser.value()?)?;
+                cfg.web.ws_ping = (!every.is_zero()).then_some(every);
+            }
+            Long("max-message") => cfg.web.max_message = parser.value()?.parse()?,
+            Long("ws-max-pending") => cfg.web.ws_max_pending = parser.value()?.parse()?,
+            Long("broadcast-format") => cfg.web.broadcast_format = parser.value()?.string()?,
+            Long("allowed-origin") => cfg.web.allowed_origins.push(parser.value()?.string()?),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -128,5 +161,6 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
     drop(out);
     ev.handle_signals()?;
     ev.run()?;
+    ev.handler_mut().finish();
     Ok(())
 }

@@ -5,11 +5,15 @@
 //! into `Context` actions (send, close, broadcast, arm a timer). The protocols themselves:
 //! - **hello**: queue the greeting on open, close once it is flushed.
 //! - **line**: echo each line, or broadcast it to every other line client; `exit` closes.
-//! - **http**: HTTP/1.1 and WebSocket upgrades (see `http_service`).
+//! - **http**: HTTP/1.1 routes and uploads (`http_service`) and WebSocket upgrades
+//!   (`ws_service`).
 
 use crate::event_loop::{Config, EventLoop, ListenerId};
 use crate::handler::{CloseReason, ConnId, Context, Handler};
+use crate::http_service::{HttpConn, Tasks};
 use crate::line::{next_line, LineTooLong, TOO_LONG_REPLY};
+use crate::upload_store::{TaskUpdate, UploadStore};
+use crate::ws_service::WsConn;
 use log::{debug, info, warn};
 use std::io;
 use std::net::SocketAddr;
@@ -66,6 +70,8 @@ pub struct ServeConfig {
     pub idle_timeout: Option<Duration>,
     /// SO_REUSEPORT on every listener (worker processes).
     pub reuse_port: bool,
+    /// HTTP and WebSocket settings.
+    pub web: WebConfig,
     /// The loop's own tunables.
     pub loop_config: Config,
 }
@@ -81,38 +87,99 @@ impl Default for ServeConfig {
             max_line: 65536,
             idle_timeout: None,
             reuse_port: false,
+            web: WebConfig::default(),
             loop_config: Config::default(),
         }
     }
 }
 
+/// HTTP and WebSocket settings of `readyloop serve`.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Largest request body, in bytes (`--max-body`, 64 MiB).
+    pub max_body: u64,
+    /// The request head must arrive within this (`--header-timeout`, 10 s; slowloris).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this (`--keepalive-timeout`, 75 s).
+    pub keepalive_timeout: Duration,
+    /// Where uploads are stored (`--upload-dir`, `./uploads`).
+    pub upload_dir: std::path::PathBuf,
+    /// Background task threads (`--task-threads`, 1).
+    pub task_threads: usize,
+    /// Queued task messages per thread before uploads get 503 (`--task-queue`).
+    pub task_queue: usize,
+    /// Ping idle WebSocket clients this often, and drop them if no pong came by the next
+    /// ping (`--ws-ping`, 30 s; `None` disables).
+    pub ws_ping: Option<Duration>,
+    /// Largest WebSocket message, in bytes (`--max-message`, 16 MiB; over it → close 1009).
+    pub max_message: usize,
+    /// Pending output over which a `/ws` client is cut off as too slow (`--ws-max-pending`, 4 MiB).
+    pub ws_max_pending: usize,
+    /// How `/ws` wraps a broadcast message; `{}` is replaced by the message.
+    pub broadcast_format: String,
+    /// Allowed `Origin` values for WebSocket upgrades (empty: any).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_body: 64 << 20,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            upload_dir: "uploads".into(),
+            task_threads: 1,
+            task_queue: crate::upload_store::DEFAULT_QUEUE_DEPTH,
+            ws_ping: Some(Duration::from_secs(30)),
+            max_message: 16 << 20,
+            ws_max_pending: 4 << 20,
+            broadcast_format: "📢 새로운 알림: {}".to_string(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
 /// Per-connection state: which protocol, and that protocol's state. Hello and line need none
-/// beyond what the loop keeps (the input tail), so their connections cost nothing extra.
+/// beyond what the loop keeps (the input tail), and an idle HTTP keep-alive connection only a
+/// null pointer, so every connection's slab entry stays small (the largest variant sets it).
 #[derive(Debug)]
 pub enum Conn {
     /// A hello connection.
     Hello,
     /// A line connection.
     Line,
-    /// An HTTP connection (stub until the HTTP service lands: answers 503).
-    Http,
+    /// An HTTP connection: `None` between requests, the request in progress otherwise.
+    Http(Option<Box<HttpConn>>),
+    /// A WebSocket connection (after the upgrade). `None` only while a callback holds it.
+    Ws(Option<Box<WsConn>>),
 }
 
 /// Messages worker threads send back to the loop.
 #[derive(Debug)]
-pub enum Message {}
+pub enum Message {
+    /// A background task changed status.
+    Task(TaskUpdate),
+}
 
 /// A listener `Server::bind` bound: its protocol and its real address.
 pub type Bound = (Protocol, SocketAddr);
 
 /// The handler of `readyloop serve`.
 pub struct Server {
-    config: ServeConfig,
+    pub(crate) config: ServeConfig,
     greeting: &'static [u8],
     /// The protocol of each listener, indexed by `ListenerId`.
     protocols: Vec<Protocol>,
     /// Open line connections, in the order they connected (broadcast recipients).
     line_clients: Vec<ConnId>,
+    /// Open `/ws` connections (broadcast recipients).
+    pub(crate) ws_clients: Vec<ConnId>,
+    /// Open WebSocket connections on any path.
+    pub(crate) ws_open: usize,
+    /// Saves uploads on worker threads (`None` until `bind` starts it).
+    pub(crate) store: Option<UploadStore>,
+    /// Background tasks and their status.
+    pub(crate) tasks: Tasks,
 }
 
 impl Server {
@@ -127,13 +194,23 @@ impl Server {
             greeting,
             protocols: Vec::new(),
             line_clients: Vec::new(),
+            ws_clients: Vec::new(),
+            ws_open: 0,
+            store: None,
+            tasks: Tasks::default(),
         }
     }
 
     /// Builds the loop and binds every enabled listener. Returns the loop and the bound
-    /// `(protocol, address)` pairs (real ports where port 0 was asked for).
+    /// `(protocol, address)` pairs (real ports where port 0 was asked for). With an HTTP
+    /// listener, this also starts the upload worker threads (and creates `--upload-dir`).
     pub fn bind(config: ServeConfig) -> io::Result<(EventLoop<Server>, Vec<Bound>)> {
-        let loop_config = config.loop_config.clone();
+        let mut loop_config = config.loop_config.clone();
+        // One whole WebSocket message (plus a read's worth) must fit in a connection's input,
+        // and its echo in its output.
+        let message = config.web.max_message;
+        loop_config.max_inbuf = loop_config.max_inbuf.max(message + (1 << 20));
+        loop_config.max_pending = loop_config.max_pending.max(2 * message + (1 << 20));
         let wanted = [
             (Protocol::Http, config.http),
             (Protocol::Line, config.line),
@@ -153,7 +230,32 @@ impl Server {
             ev.handler_mut().protocols.push(protocol);
             bound.push((protocol, local));
         }
+        if ev.handler().config.http.is_some() {
+            let handle = ev.handle();
+            let web = &ev.handler().config.web;
+            let store = UploadStore::start(
+                web.upload_dir.clone(),
+                web.task_threads,
+                web.task_queue,
+                move |update| {
+                    // The loop may be gone during teardown; the update then has no reader.
+                    let _ = handle.send(Message::Task(update));
+                },
+            )
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("upload dir {:?}: {e}", web.upload_dir))
+            })?;
+            ev.handler_mut().store = Some(store);
+        }
         Ok((ev, bound))
+    }
+
+    /// Stops the upload workers after the loop has ended (they have drained by then unless the
+    /// shutdown timed out; queued work is still finished before this returns).
+    pub fn finish(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.shutdown();
+        }
     }
 
     fn arm_idle(&self, cx: &mut Context<'_, Self>) {
@@ -161,6 +263,22 @@ impl Server {
             let id = cx.id();
             cx.set_timer(id, t);
         }
+    }
+
+    /// Open connections per protocol, for `/stats`.
+    pub(crate) fn open_connections(&self, cx: &Context<'_, Self>) -> Vec<(&'static str, usize)> {
+        let mut out = vec![("http", 0), ("ws", self.ws_open), ("line", 0), ("hello", 0)];
+        for (i, p) in self.protocols.iter().enumerate() {
+            let n = cx.stats().open.get(i).copied().unwrap_or(0);
+            let slot = match p {
+                Protocol::Http => 0,
+                Protocol::Line => 2,
+                Protocol::Hello => 3,
+            };
+            out[slot].1 += n;
+        }
+        out[0].1 = out[0].1.saturating_sub(self.ws_open);
+        out
     }
 
     fn line_data(&mut self, cx: &mut Context<'_, Self>, data: &[u8]) -> usize {
@@ -207,19 +325,6 @@ impl Server {
             }
         }
     }
-
-    fn http_stub(&mut self, cx: &mut Context<'_, Self>, data: &[u8]) -> usize {
-        let id = cx.id();
-        if data.windows(4).any(|w| w == b"\r\n\r\n") {
-            cx.send(
-                id,
-                &b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
-            );
-            cx.close(id);
-            return data.len();
-        }
-        0
-    }
 }
 
 impl Handler for Server {
@@ -230,7 +335,7 @@ impl Handler for Server {
         Some(match self.protocols.get(listener.0 as usize)? {
             Protocol::Hello => Conn::Hello,
             Protocol::Line => Conn::Line,
-            Protocol::Http => Conn::Http,
+            Protocol::Http => Conn::Http(None),
         })
     }
 
@@ -246,7 +351,8 @@ impl Handler for Server {
                 debug!(target: "readyloop::line", "conn {id} joined ({} line clients)", self.line_clients.len());
                 self.arm_idle(cx);
             }
-            Conn::Http => {}
+            Conn::Http(_) => self.http_open(cx),
+            Conn::Ws(_) => {}
         }
     }
 
@@ -255,20 +361,62 @@ impl Handler for Server {
             // A hello client has nothing to say; its bytes are read and dropped.
             Conn::Hello => data.len(),
             Conn::Line => self.line_data(cx, data),
-            Conn::Http => self.http_stub(cx, data),
+            Conn::Http(_) => self.http_data(cx, data),
+            Conn::Ws(_) => self.ws_data(cx, data),
+        }
+    }
+
+    fn on_eof(&mut self, cx: &mut Context<'_, Self>) {
+        let id = cx.id();
+        if let Conn::Http(_) = cx.state() {
+            self.http_eof(cx);
+        } else {
+            cx.close(id);
         }
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
-        info!("conn {id}: idle timeout, closing");
-        cx.close(id);
+        match cx.state() {
+            Conn::Http(_) => self.http_timer(cx),
+            Conn::Ws(_) => self.ws_timer(cx),
+            _ => {
+                info!("conn {id}: idle timeout, closing");
+                cx.close(id);
+            }
+        }
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_, Self>, id: ConnId, state: Conn, why: CloseReason) {
-        if let Conn::Line = state {
-            self.line_clients.retain(|&c| c != id);
-            debug!(target: "readyloop::line", "conn {id} left ({why:?}, {} line clients)", self.line_clients.len());
+        match state {
+            Conn::Line => {
+                self.line_clients.retain(|&c| c != id);
+                debug!(target: "readyloop::line", "conn {id} left ({why:?}, {} line clients)", self.line_clients.len());
+            }
+            Conn::Http(Some(http)) => self.http_closed(id, *http, why),
+            Conn::Ws(ws) => self.ws_closed(id, ws, why),
+            _ => {}
         }
+    }
+
+    fn on_message(&mut self, _cx: &mut Context<'_, Self>, msg: Message) {
+        match msg {
+            Message::Task(update) => self.tasks.update(update),
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_, Self>) {
+        for id in cx.ids() {
+            match cx.state_of(id) {
+                // An HTTP request in progress is answered first; the response closes it.
+                Some(Conn::Http(Some(_))) => {}
+                Some(Conn::Ws(_)) => self.ws_going_away(cx, id),
+                _ => cx.close(id),
+            }
+        }
+    }
+
+    fn has_pending_work(&self) -> bool {
+        self.tasks.in_flight() > 0
     }
 }
