@@ -12,6 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_readyloop");
 /// `readyloop serve` on ephemeral ports; killed on drop.
 struct Server {
     child: Child,
+    http: SocketAddr,
     line: SocketAddr,
     hello: SocketAddr,
 }
@@ -27,20 +28,21 @@ impl Server {
             .spawn()
             .expect("spawn server");
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut line, mut hello) = (None, None);
+        let (mut http, mut line, mut hello) = (None, None, None);
         for _ in 0..3 {
             let mut l = String::new();
             out.read_line(&mut l).expect("server output");
             let parts: Vec<&str> = l.split_whitespace().collect();
             match parts.as_slice() {
+                ["listening", "http", a] => http = Some(a.parse().unwrap()),
                 ["listening", "line", a] => line = Some(a.parse().unwrap()),
                 ["listening", "hello", a] => hello = Some(a.parse().unwrap()),
-                ["listening", _, _] => {}
                 _ => panic!("unexpected server output {l:?}"),
             }
         }
         Server {
             child,
+            http: http.unwrap(),
             line: line.unwrap(),
             hello: hello.unwrap(),
         }
@@ -469,5 +471,64 @@ fn idle_websockets_upgrade_and_hold() {
     );
     assert_eq!(num(&j, "conns_ok"), 20.0, "{j}");
     assert_eq!(num(&j, "conns_open"), 20.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+}
+
+#[test]
+fn ws_modes_against_the_real_server() {
+    let server = Server::start();
+    let addr = server.http.to_string();
+    let (j, _) = load(
+        &[
+            "ws-echo",
+            "--addr",
+            &addr,
+            "--conns",
+            "30",
+            "--duration",
+            "1.5",
+            "--pipeline",
+            "2",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_open"), 30.0, "{j}");
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    assert!(num(&j, "msgs") > 30.0, "{j}");
+    let (j, _) = load(
+        &[
+            "ws-broadcast",
+            "--addr",
+            &addr,
+            "--conns",
+            "30",
+            "--duration",
+            "1.5",
+            "--senders",
+            "3",
+            "--msg-rate",
+            "300",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "errors"), 0.0, "{j}");
+    let sent = num(&j, "msgs_sent");
+    assert!(sent > 100.0, "{j}");
+    assert_eq!(num(&j, "msgs"), sent * 30.0, "{j}");
+    let (j, _) = load(
+        &[
+            "idle",
+            "--addr",
+            &addr,
+            "--conns",
+            "30",
+            "--duration",
+            "1",
+            "--ws",
+            "/ws",
+        ],
+        LIMIT,
+    );
+    assert_eq!(num(&j, "conns_open"), 30.0, "{j}");
     assert_eq!(num(&j, "errors"), 0.0, "{j}");
 }
