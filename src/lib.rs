@@ -39,6 +39,7 @@ pub mod handler;
 pub mod http;
 pub mod http_service;
 pub mod line;
+pub mod load;
 pub mod out_queue;
 pub mod server;
 pub mod sys;

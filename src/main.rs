@@ -68,6 +68,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             readyloop::client::run(addr)?;
             Ok(())
         }
+        "load" => readyloop::load::main(parser.raw_args()?.collect()),
         "help" => {
             print!("{USAGE}");
             Ok(())
