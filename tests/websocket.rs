@@ -21,7 +21,9 @@ fn serve() -> Server {
 /// limit is the one under test).
 fn connect(server: &Server, path: &str) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
@@ -132,7 +134,10 @@ fn fragmented_message_with_ping_interleaved() {
     c.send(false, 0x0, &word[9..9]);
     c.send(true, 0x0, &word[9..]);
     let pong = c.read_frame().unwrap();
-    assert_eq!((pong.opcode, &pong.payload[..]), (0xA, &b"are you there"[..]));
+    assert_eq!(
+        (pong.opcode, &pong.payload[..]),
+        (0xA, &b"are you there"[..])
+    );
     let echo = c.read_frame().unwrap();
     assert!(echo.fin);
     assert_eq!((echo.opcode, &echo.payload[..]), (0x1, word));
@@ -186,7 +191,12 @@ fn expect_failure(path: &str, wire: &[u8], code: Option<u16>) {
     let server = serve();
     let mut c = RawClient::connect(server.addr, path);
     c.send_raw(wire);
-    assert_eq!(c.expect_close(), code, "after sending {:02x?}", &wire[..wire.len().min(16)]);
+    assert_eq!(
+        c.expect_close(),
+        code,
+        "after sending {:02x?}",
+        &wire[..wire.len().min(16)]
+    );
     assert!(c.at_eof(), "the server kept the TCP connection open");
 }
 
@@ -194,7 +204,11 @@ fn expect_failure(path: &str, wire: &[u8], code: Option<u16>) {
 #[test]
 fn close_codes_1000_and_4000_are_echoed() {
     for code in [1000u16, 4000, 3000, 1001] {
-        expect_failure("/echo", &RawClient::masked(true, 0x8, &close_payload(code, "done")), Some(code));
+        expect_failure(
+            "/echo",
+            &RawClient::masked(true, 0x8, &close_payload(code, "done")),
+            Some(code),
+        );
     }
     // An empty close is answered with an empty close.
     expect_failure("/echo", &RawClient::masked(true, 0x8, b""), None);
@@ -204,7 +218,11 @@ fn close_codes_1000_and_4000_are_echoed() {
 #[test]
 fn invalid_close_codes_get_1002() {
     for code in [1005u16, 999, 1006, 1015, 1004, 2999, 5000, 0] {
-        expect_failure("/echo", &RawClient::masked(true, 0x8, &close_payload(code, "")), Some(1002));
+        expect_failure(
+            "/echo",
+            &RawClient::masked(true, 0x8, &close_payload(code, "")),
+            Some(1002),
+        );
     }
     // A one-byte close payload is malformed (§5.5.1).
     expect_failure("/echo", &RawClient::masked(true, 0x8, &[3]), Some(1002));
@@ -221,17 +239,33 @@ fn close_reason_not_utf8_gets_1007() {
 /// §8.1: invalid UTF-8 in a text message → 1007, even mid-fragment (fail fast).
 #[test]
 fn invalid_utf8_text_gets_1007() {
-    expect_failure("/echo", &RawClient::masked(true, 0x1, b"ok \xc3\x28 no"), Some(1007));
+    expect_failure(
+        "/echo",
+        &RawClient::masked(true, 0x1, b"ok \xc3\x28 no"),
+        Some(1007),
+    );
     // On /ws too, before any broadcast.
-    expect_failure("/ws", &RawClient::masked(true, 0x1, b"\xed\xa0\x80"), Some(1007));
+    expect_failure(
+        "/ws",
+        &RawClient::masked(true, 0x1, b"\xed\xa0\x80"),
+        Some(1007),
+    );
     // Mid-fragment: the first fragment is already bad; the message never finishes.
-    expect_failure("/echo", &RawClient::masked(false, 0x1, b"abc\xff"), Some(1007));
+    expect_failure(
+        "/echo",
+        &RawClient::masked(false, 0x1, b"abc\xff"),
+        Some(1007),
+    );
 }
 
 /// §5.1: a client frame that is not masked fails the connection (1002).
 #[test]
 fn unmasked_client_frame_gets_1002() {
-    expect_failure("/echo", &RawClient::encode(0x81, b"hello", None), Some(1002));
+    expect_failure(
+        "/echo",
+        &RawClient::encode(0x81, b"hello", None),
+        Some(1002),
+    );
 }
 
 /// §5.2: reserved opcodes (3-7 data, 11-15 control) → 1002.
@@ -254,7 +288,11 @@ fn rsv_bits_get_1002() {
 /// §5.5: control frames carry at most 125 bytes and are never fragmented → 1002.
 #[test]
 fn bad_control_frames_get_1002() {
-    expect_failure("/echo", &RawClient::masked(true, 0x9, &[0; 126]), Some(1002));
+    expect_failure(
+        "/echo",
+        &RawClient::masked(true, 0x9, &[0; 126]),
+        Some(1002),
+    );
     expect_failure("/echo", &RawClient::masked(false, 0x9, b"x"), Some(1002));
 }
 
@@ -318,7 +356,12 @@ fn handshake_without_or_with_bad_key_is_400() {
     let no_key = "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                   Sec-WebSocket-Version: 13\r\n\r\n";
     assert_eq!(http_head(server.addr, no_key).0, 400);
-    for bad in ["", "not base64!!", "dGhlIHNhbXBsZQ==", "dGhlIHNhbXBsZSBub25jZSBsb25nZXI="] {
+    for bad in [
+        "",
+        "not base64!!",
+        "dGhlIHNhbXBsZQ==",
+        "dGhlIHNhbXBsZSBub25jZSBsb25nZXI=",
+    ] {
         let req = no_key.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Key: {bad}\r\n\r\n"));
         assert_eq!(http_head(server.addr, &req).0, 400, "key {bad:?}");
     }
@@ -337,8 +380,10 @@ fn handshake_version_12_is_426_naming_13() {
 fn plain_get_of_ws_is_426() {
     let server = serve();
     for path in ["/ws", "/echo"] {
-        let (status, head) =
-            http_head(server.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        let (status, head) = http_head(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        );
         assert_eq!(status, 426, "{head}");
     }
 }
@@ -409,7 +454,11 @@ fn ping_answered_keeps_the_client() {
 /// `/ws` takes text only; binary is refused with 1003 (unsupported data).
 #[test]
 fn binary_on_ws_gets_1003() {
-    expect_failure("/ws", &RawClient::masked(true, 0x2, b"\x00\x01"), Some(1003));
+    expect_failure(
+        "/ws",
+        &RawClient::masked(true, 0x2, b"\x00\x01"),
+        Some(1003),
+    );
 }
 
 /// Two tungstenite clients on /ws: a message from one reaches both, formatted.
@@ -426,4 +475,41 @@ fn broadcast_reaches_sender_and_others() {
     let mut c = connect(&custom, "/ws");
     c.send(Message::text("hi")).unwrap();
     assert_eq!(next_data(&mut c), Message::text("<hi>"));
+}
+
+/// A burst of broadcast bigger than `--ws-max-pending`, read by the server in one go, is not
+/// a slow consumer: it has not been offered to anyone's socket yet. Every client, the sender
+/// included, gets all of it (regression: everyone was cut off with 1008).
+#[test]
+fn broadcast_burst_over_max_pending_cuts_off_nobody() {
+    let server = Server::start(&["--ws-ping", "0", "--ws-max-pending", "65536"]);
+    let mut clients: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect(server.addr, "/ws"))
+        .collect();
+    let body = "b".repeat(1000);
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        burst.extend(RawClient::masked(
+            true,
+            0x1,
+            format!("{i:03}{body}").as_bytes(),
+        ));
+    }
+    clients[0].send_raw(&burst);
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..200 {
+            let f = client.read_frame().expect("connection ended");
+            assert_eq!(
+                f.opcode,
+                0x1,
+                "client {c} message {i}: {:?}",
+                f.close_code()
+            );
+            let want = format!("📢 새로운 알림: {i:03}{body}");
+            assert!(
+                f.payload == want.as_bytes(),
+                "client {c} message {i} differs"
+            );
+        }
+    }
 }

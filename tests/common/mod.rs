@@ -30,7 +30,15 @@ impl Server {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_readyloop"))
-            .args(["serve", "--http", "127.0.0.1:0", "--line", "off", "--hello", "off"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--line",
+                "off",
+                "--hello",
+                "off",
+            ])
             .arg("--upload-dir")
             .arg(&dir)
             .args(extra)
@@ -92,6 +100,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(4000).collect();
+            eprintln!("--- server log (last 40 lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("--- server exited: {status}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -119,7 +138,10 @@ pub fn read_head(s: &mut TcpStream) -> String {
     let mut b = [0u8];
     while !head.ends_with(b"\r\n\r\n") {
         match s.read(&mut b) {
-            Ok(0) => panic!("EOF inside the response head: {:?}", String::from_utf8_lossy(&head)),
+            Ok(0) => panic!(
+                "EOF inside the response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
             Ok(_) => head.push(b[0]),
             Err(e) => panic!("reading the response head: {e}"),
         }
@@ -162,8 +184,12 @@ impl RawClient {
     /// Connects and completes the handshake on `path`.
     pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(upgrade_request(path, "").as_bytes())
+            .unwrap();
         let head = read_head(&mut stream);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         RawClient { stream }
