@@ -124,6 +124,7 @@ def main():
         finally:
             server.kill()
             server.wait()
+            server.stdout.close()
     print(f"ws_interop: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
