@@ -33,37 +33,82 @@ const BROADCAST_SIZE: usize = 64;
 
 struct Result {
     rate: f64,
+    /// Length of the run, s.
+    secs: f64,
     p50_us: u64,
     p99_us: u64,
     count: u64,
 }
 
-/// The readyloop binary (built by `cargo bench` with the bench profile), killed on drop.
-struct Readyloop(Child, SocketAddr);
+/// A server process, killed on drop: the readyloop binary (built by `cargo bench` with the
+/// bench profile), or this bench re-executed as the tokio server, so that both run alike.
+struct ServerProcess(Child, SocketAddr);
 
-impl Readyloop {
-    fn start() -> Readyloop {
+/// Set in the environment of this bench's own child that runs the tokio server.
+const TOKIO_CHILD: &str = "WS_BENCH_TOKIO_SERVER";
+
+impl ServerProcess {
+    fn readyloop() -> ServerProcess {
         let dir = std::env::temp_dir().join(format!("readyloop-bench-{}", std::process::id()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_readyloop"))
-            .args(["serve", "--http", "127.0.0.1:0", "--line", "off", "--hello", "off"])
-            .args(["--ws-ping", "0", "--upload-dir"])
-            .arg(&dir)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
+        cmd.args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--line",
+            "off",
+            "--hello",
+            "off",
+        ])
+        .args(["--ws-ping", "0", "--upload-dir"])
+        .arg(&dir);
+        Self::spawn(cmd)
+    }
+
+    fn tokio() -> ServerProcess {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(TOKIO_CHILD, "1");
+        Self::spawn(cmd)
+    }
+
+    /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after_name
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[0] + f[1]) as f64 / hz
+    }
+
+    fn spawn(mut cmd: Command) -> ServerProcess {
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn readyloop");
+            .expect("spawn server");
         let mut line = String::new();
         std::io::BufRead::read_line(
             &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
             &mut line,
         )
         .unwrap();
-        let addr = line.trim().strip_prefix("listening http ").unwrap().parse().unwrap();
-        Readyloop(child, addr)
+        let addr = line
+            .trim()
+            .strip_prefix("listening http ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        ServerProcess(child, addr)
     }
 }
 
-impl Drop for Readyloop {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -73,16 +118,18 @@ impl Drop for Readyloop {
 /// The baseline: what one writes with tokio + tokio-tungstenite. `/ws` fans out through a
 /// `tokio::sync::broadcast` channel (one formatted message, cloned cheaply per receiver); each
 /// connection's writer task feeds what is queued and flushes once per batch. One thread.
-fn start_tokio() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+// The handshake callback's error type is tungstenite's (a whole HTTP response).
+#[allow(clippy::result_large_err)]
+fn run_tokio_server() {
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
+            println!("listening http {}", listener.local_addr().unwrap());
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
             let (hub, _) = tokio::sync::broadcast::channel::<Message>(4096);
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
@@ -91,11 +138,12 @@ fn start_tokio() -> SocketAddr {
                 tokio::spawn(async move {
                     let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
                     let seen = path.clone();
-                    let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                                         resp| {
-                        *seen.lock().unwrap() = req.uri().path().to_string();
-                        Ok(resp)
-                    };
+                    let callback =
+                        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                            *seen.lock().unwrap() = req.uri().path().to_string();
+                            Ok(resp)
+                        };
                     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
                         return;
                     };
@@ -138,18 +186,15 @@ fn start_tokio() -> SocketAddr {
                         }
                     } else {
                         while let Some(Ok(msg)) = stream.next().await {
-                            if msg.is_text() || msg.is_binary() {
-                                if sink.send(msg).await.is_err() {
-                                    return;
-                                }
+                            if (msg.is_text() || msg.is_binary()) && sink.send(msg).await.is_err() {
+                                return;
                             }
                         }
                     }
                 });
             }
         });
-    });
-    rx.recv().unwrap()
+    }
 }
 
 /// Connects and upgrades on a blocking socket, then hands it over non-blocking.
@@ -168,7 +213,11 @@ fn connect(addr: SocketAddr, path: &str) -> TcpStream {
         assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the handshake");
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     s.set_nonblocking(true).unwrap();
     TcpStream::from_std(s)
 }
@@ -195,7 +244,12 @@ fn write_all(s: &mut TcpStream, mut bytes: &[u8]) {
 }
 
 /// Reads what is there; calls `on_frame(payload)` for every whole server frame.
-fn drain(s: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8], mut on_frame: impl FnMut(&[u8])) {
+fn drain(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    mut on_frame: impl FnMut(&[u8]),
+) {
     loop {
         match s.read(scratch) {
             Ok(0) => panic!("server closed a connection"),
@@ -213,9 +267,10 @@ fn drain(s: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8], mut on_frame:
         }
         let (len, head) = match rest[1] & 0x7f {
             126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => {
-                (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10)
-            }
+            127 if rest.len() >= 10 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             126 | 127 => break,
             n => (n as usize, 2),
         };
@@ -229,7 +284,10 @@ fn drain(s: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8], mut on_frame:
 }
 
 fn field(payload: &[u8], from: usize, len: usize) -> u64 {
-    std::str::from_utf8(&payload[from..from + len]).unwrap().parse().unwrap()
+    std::str::from_utf8(&payload[from..from + len])
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn broadcast(addr: SocketAddr, secs: f64) -> Result {
@@ -239,7 +297,9 @@ fn broadcast(addr: SocketAddr, secs: f64) -> Result {
         .map(|_| (connect(addr, "/ws"), Vec::new()))
         .collect();
     for (i, (s, _)) in conns.iter_mut().enumerate() {
-        poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
     }
     let sender = SUBSCRIBERS; // the last connection sends; its own copies are not counted
     let prefix = PREFIX.len();
@@ -250,7 +310,9 @@ fn broadcast(addr: SocketAddr, secs: f64) -> Result {
     let (mut next_seq, mut in_flight, mut deliveries) = (0u64, 0usize, 0u64);
     let send = |conns: &mut Vec<(TcpStream, Vec<u8>)>, seq: u64| {
         let mut text = format!("{seq:016}{:020}", base.elapsed().as_nanos());
-        text.extend(std::iter::repeat_n('.', BROADCAST_SIZE - text.len()));
+        while text.len() < BROADCAST_SIZE {
+            text.push('.');
+        }
         write_all(&mut conns[sender].0, &masked(0x1, text.as_bytes()));
     };
     let end = base + Duration::from_secs_f64(secs);
@@ -264,7 +326,8 @@ fn broadcast(addr: SocketAddr, secs: f64) -> Result {
         in_flight += 1;
     }
     while in_flight > 0 {
-        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
         assert!(!events.is_empty(), "no progress for 5 s");
         let mut completed = 0;
         for ev in events.iter() {
@@ -299,6 +362,7 @@ fn broadcast(addr: SocketAddr, secs: f64) -> Result {
     }
     Result {
         rate: deliveries as f64 / (last - base).as_secs_f64(),
+        secs: (last - base).as_secs_f64(),
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
         count: deliveries,
@@ -318,7 +382,9 @@ fn echo(addr: SocketAddr, secs: f64) -> Result {
         masked(0x2, &p)
     };
     for (i, (s, _)) in conns.iter_mut().enumerate() {
-        poll.registry().register(s, Token(i), Interest::READABLE).unwrap();
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
         write_all(s, &frame(0));
     }
     let end = base + Duration::from_secs_f64(secs);
@@ -328,7 +394,8 @@ fn echo(addr: SocketAddr, secs: f64) -> Result {
     let mut scratch = vec![0u8; 64 * 1024];
     let mut last = base;
     while waiting > 0 {
-        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
         assert!(!events.is_empty(), "no progress for 5 s");
         for ev in events.iter() {
             let (s, buf) = &mut conns[ev.token().0];
@@ -336,7 +403,8 @@ fn echo(addr: SocketAddr, secs: f64) -> Result {
             drain(s, buf, &mut scratch, |p| {
                 assert_eq!(p.len(), ECHO_SIZE);
                 let sent = field(p, 0, 20);
-                hist.record((base.elapsed().as_nanos() as u64 - sent) / 1000).unwrap();
+                hist.record((base.elapsed().as_nanos() as u64 - sent) / 1000)
+                    .unwrap();
                 got += 1;
             });
             for _ in 0..got {
@@ -352,6 +420,7 @@ fn echo(addr: SocketAddr, secs: f64) -> Result {
     }
     Result {
         rate: trips as f64 / (last - base).as_secs_f64(),
+        secs: (last - base).as_secs_f64(),
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
         count: trips,
@@ -365,28 +434,47 @@ fn main() {
         return;
     }
     readyloop::sys::raise_nofile_limit().unwrap();
+    if std::env::var_os(TOKIO_CHILD).is_some() {
+        run_tokio_server();
+        return;
+    }
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let readyloop = Readyloop::start();
-    let tokio = start_tokio();
+    let readyloop = ServerProcess::readyloop();
+    let tokio = ServerProcess::tokio();
     let mut rows = Vec::new();
     for (name, unit, run) in [
-        ("broadcast: 1,000 subscribers", "deliveries/s", broadcast as fn(SocketAddr, f64) -> Result),
+        (
+            "broadcast: 1,000 subscribers",
+            "deliveries/s",
+            broadcast as fn(SocketAddr, f64) -> Result,
+        ),
         ("/echo: 50 conns, 64 B", "round trips/s", echo),
     ] {
-        let ours = run(readyloop.1, secs);
-        let theirs = run(tokio, secs);
+        let measure = |server: &ServerProcess| {
+            let cpu = server.cpu_secs();
+            let r = run(server.1, secs);
+            // Server CPU per second of the run: how busy the one server thread was.
+            let busy = (server.cpu_secs() - cpu) / r.secs;
+            (r, busy)
+        };
+        let (ours, our_cpu) = measure(&readyloop);
+        let (theirs, their_cpu) = measure(&tokio);
         eprintln!(
-            "{name}: readyloop {:.0} {unit} ({} total), tokio {:.0} ({} total)",
+            "{name}: readyloop {:.0} {unit} ({} total, CPU {our_cpu:.2}), tokio {:.0} ({} total, CPU {their_cpu:.2})",
             ours.rate, ours.count, theirs.rate, theirs.count
         );
+        let per_cpu = |r: &Result, cpu: f64| r.rate / cpu.max(1e-9);
         rows.push(format!(
-            "| {name} | {unit} | {:.0} | {:.0} | **{:.2}×** | {} / {} µs | {} / {} µs |",
+            "| {name} | {unit} | {:.0} | {:.0} | **{:.2}×** | {:.2} / {:.2} | **{:.2}×** | {} / {} µs | {} / {} µs |",
             ours.rate,
             theirs.rate,
             ours.rate / theirs.rate,
+            our_cpu,
+            their_cpu,
+            per_cpu(&ours, our_cpu) / per_cpu(&theirs, their_cpu),
             ours.p50_us,
             ours.p99_us,
             theirs.p50_us,
@@ -396,8 +484,10 @@ fn main() {
     let table = format!(
         "WebSocket, {secs} s per run, {} cores, one server thread each; closed loop \
          (broadcast: {WINDOW} messages of {BROADCAST_SIZE} B in flight; echo: one message per connection).\n\n\
-         | benchmark | unit | readyloop | tokio + tokio-tungstenite | ratio | readyloop p50 / p99 | tokio p50 / p99 |\n\
-         |---|---|---:|---:|---:|---:|---:|\n{}\n",
+         Server CPU is the server process's CPU-seconds per second (1.00 = one core busy); \
+         per-CPU ratio compares work done per CPU-second.\n\n\
+         | benchmark | unit | readyloop | tokio + tokio-tungstenite | ratio | server CPU (ours / tokio) | per-CPU ratio | readyloop p50 / p99 | tokio p50 / p99 |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n{}\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         rows.join("\n")
     );
