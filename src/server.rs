@@ -176,6 +176,10 @@ pub struct Server {
     pub(crate) ws_clients: Vec<ConnId>,
     /// Open WebSocket connections on any path.
     pub(crate) ws_open: usize,
+    /// Bytes broadcast to every `/ws` client during one loop iteration (`.1`), named by its
+    /// `Stats::loop_iterations` count (`.0`): output no flush has tried to write yet, which
+    /// the slow-consumer check must not count against anyone.
+    pub(crate) ws_burst: (u64, usize),
     /// Saves uploads on worker threads (`None` until `bind` starts it).
     pub(crate) store: Option<UploadStore>,
     /// Background tasks and their status.
@@ -196,6 +200,7 @@ impl Server {
             line_clients: Vec::new(),
             ws_clients: Vec::new(),
             ws_open: 0,
+            ws_burst: (0, 0),
             store: None,
             tasks: Tasks::default(),
         }

@@ -1,0 +1,498 @@
+//! WebSocket benchmark: readyloop (the real binary, one thread) against a tokio current-thread
+//! + tokio-tungstenite server built here, driven by the same client.
+//!
+//! - **broadcast**: 1,000 subscribers on `/ws` plus one sender connection; the sender keeps
+//!   `WINDOW` messages in flight (a message is complete once all 1,000 subscribers have it), so
+//!   both servers run closed-loop at their own pace. Reported: deliveries/s (frames received by
+//!   subscribers) and p99 send-to-receive latency.
+//! - **echo**: 50 connections ping-pong 64-byte binary messages on `/echo`: round trips/s, p99.
+//!
+//! The client is one thread on `mio` that only parses frame headers and the timestamp each
+//! message carries, so it stays cheaper than either server. `BENCH_SECS` (default 3) sets each
+//! run's length. Prints a Markdown table and writes it to target/bench-ws.md.
+//! Run: `cargo bench --bench ws_broadcast`.
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const SUBSCRIBERS: usize = 1000;
+/// Broadcast messages in flight at once (each one goes to every subscriber).
+const WINDOW: usize = 16;
+const ECHO_CONNS: usize = 50;
+const ECHO_SIZE: usize = 64;
+const PREFIX: &str = "📢 새로운 알림: ";
+/// Bytes of the sender's text: `seq` (16 digits) and the send time in ns (20 digits), padded.
+const BROADCAST_SIZE: usize = 64;
+
+struct Result {
+    rate: f64,
+    /// Length of the run, s.
+    secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+    count: u64,
+}
+
+/// A server process, killed on drop: the readyloop binary (built by `cargo bench` with the
+/// bench profile), or this bench re-executed as the tokio server, so that both run alike.
+struct ServerProcess(Child, SocketAddr);
+
+/// Set in the environment of this bench's own child that runs the tokio server.
+const TOKIO_CHILD: &str = "WS_BENCH_TOKIO_SERVER";
+
+impl ServerProcess {
+    fn readyloop() -> ServerProcess {
+        let dir = std::env::temp_dir().join(format!("readyloop-bench-{}", std::process::id()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
+        cmd.args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--line",
+            "off",
+            "--hello",
+            "off",
+        ])
+        .args(["--ws-ping", "0", "--upload-dir"])
+        .arg(&dir);
+        Self::spawn(cmd)
+    }
+
+    fn tokio() -> ServerProcess {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(TOKIO_CHILD, "1");
+        Self::spawn(cmd)
+    }
+
+    /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after_name
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[0] + f[1]) as f64 / hz
+    }
+
+    fn spawn(mut cmd: Command) -> ServerProcess {
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening http ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        ServerProcess(child, addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The baseline: what one writes with tokio + tokio-tungstenite. `/ws` fans out through a
+/// `tokio::sync::broadcast` channel (one formatted message, cloned cheaply per receiver); each
+/// connection's writer task feeds what is queued and flushes once per batch. One thread.
+// The handshake callback's error type is tungstenite's (a whole HTTP response).
+#[allow(clippy::result_large_err)]
+fn run_tokio_server() {
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("listening http {}", listener.local_addr().unwrap());
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
+            let (hub, _) = tokio::sync::broadcast::channel::<Message>(4096);
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+                    let seen = path.clone();
+                    let callback =
+                        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                            *seen.lock().unwrap() = req.uri().path().to_string();
+                            Ok(resp)
+                        };
+                    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                        return;
+                    };
+                    let (mut sink, mut stream) = ws.split();
+                    let is_ws = *path.lock().unwrap() == "/ws";
+                    if is_ws {
+                        let mut inbox = hub.subscribe();
+                        tokio::spawn(async move {
+                            use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+                            loop {
+                                match inbox.recv().await {
+                                    Ok(m) => {
+                                        if sink.feed(m).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(RecvError::Lagged(_)) => continue,
+                                    Err(RecvError::Closed) => return,
+                                }
+                                loop {
+                                    match inbox.try_recv() {
+                                        Ok(m) => {
+                                            if sink.feed(m).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        Err(TryRecvError::Lagged(_)) => continue,
+                                        Err(_) => break,
+                                    }
+                                }
+                                if sink.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        while let Some(Ok(msg)) = stream.next().await {
+                            if let Message::Text(t) = msg {
+                                let _ = hub.send(Message::text(format!("{PREFIX}{t}")));
+                            }
+                        }
+                    } else {
+                        while let Some(Ok(msg)) = stream.next().await {
+                            if (msg.is_text() || msg.is_binary()) && sink.send(msg).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Connects and upgrades on a blocking socket, then hands it over non-blocking.
+fn connect(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the handshake");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.set_nonblocking(true).unwrap();
+    TcpStream::from_std(s)
+}
+
+/// A masked client frame (the key is fixed: masking is for proxies, not secrecy).
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const KEY: [u8; 4] = [1, 2, 3, 4];
+    assert!(payload.len() < 126);
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&KEY);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    f
+}
+
+/// Writes all of `bytes` to a non-blocking socket (tiny frames: WouldBlock is rare; spin).
+fn write_all(s: &mut TcpStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match s.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// Reads what is there; calls `on_frame(payload)` for every whole server frame.
+fn drain(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    mut on_frame: impl FnMut(&[u8]),
+) {
+    loop {
+        match s.read(scratch) {
+            Ok(0) => panic!("server closed a connection"),
+            Ok(n) => buf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.len() < 2 {
+            break;
+        }
+        let (len, head) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() >= 10 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if rest.len() < head + len {
+            break;
+        }
+        on_frame(&rest[head..head + len]);
+        at += head + len;
+    }
+    buf.drain(..at);
+}
+
+fn field(payload: &[u8], from: usize, len: usize) -> u64 {
+    std::str::from_utf8(&payload[from..from + len])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn broadcast(addr: SocketAddr, secs: f64) -> Result {
+    let poll_fd = Poll::new().unwrap();
+    let mut poll = poll_fd;
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = (0..=SUBSCRIBERS)
+        .map(|_| (connect(addr, "/ws"), Vec::new()))
+        .collect();
+    for (i, (s, _)) in conns.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
+    }
+    let sender = SUBSCRIBERS; // the last connection sends; its own copies are not counted
+    let prefix = PREFIX.len();
+    let base = Instant::now();
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let ring = 1024;
+    let mut remaining = vec![0usize; ring];
+    let (mut next_seq, mut in_flight, mut deliveries) = (0u64, 0usize, 0u64);
+    let send = |conns: &mut Vec<(TcpStream, Vec<u8>)>, seq: u64| {
+        let mut text = format!("{seq:016}{:020}", base.elapsed().as_nanos());
+        while text.len() < BROADCAST_SIZE {
+            text.push('.');
+        }
+        write_all(&mut conns[sender].0, &masked(0x1, text.as_bytes()));
+    };
+    let end = base + Duration::from_secs_f64(secs);
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 256 * 1024];
+    let mut last = base;
+    while in_flight < WINDOW {
+        remaining[next_seq as usize % ring] = SUBSCRIBERS;
+        send(&mut conns, next_seq);
+        next_seq += 1;
+        in_flight += 1;
+    }
+    while in_flight > 0 {
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(!events.is_empty(), "no progress for 5 s");
+        let mut completed = 0;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let (s, buf) = &mut conns[i];
+            let now_ns = base.elapsed().as_nanos() as u64;
+            drain(s, buf, &mut scratch, |p| {
+                if i == sender {
+                    return;
+                }
+                let seq = field(p, prefix, 16);
+                let sent = field(p, prefix + 16, 20);
+                hist.record((now_ns - sent) / 1000).unwrap();
+                deliveries += 1;
+                let r = &mut remaining[seq as usize % ring];
+                *r -= 1;
+                if *r == 0 {
+                    completed += 1;
+                }
+            });
+        }
+        in_flight -= completed;
+        if completed > 0 {
+            last = Instant::now();
+        }
+        while in_flight < WINDOW && Instant::now() < end {
+            remaining[next_seq as usize % ring] = SUBSCRIBERS;
+            send(&mut conns, next_seq);
+            next_seq += 1;
+            in_flight += 1;
+        }
+    }
+    Result {
+        rate: deliveries as f64 / (last - base).as_secs_f64(),
+        secs: (last - base).as_secs_f64(),
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        count: deliveries,
+    }
+}
+
+fn echo(addr: SocketAddr, secs: f64) -> Result {
+    let mut poll = Poll::new().unwrap();
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = (0..ECHO_CONNS)
+        .map(|_| (connect(addr, "/echo"), Vec::new()))
+        .collect();
+    let base = Instant::now();
+    let frame = |seq: u64| {
+        let mut p = format!("{:020}", base.elapsed().as_nanos()).into_bytes();
+        p.extend(format!("{seq:020}").bytes());
+        p.resize(ECHO_SIZE, b'.');
+        masked(0x2, &p)
+    };
+    for (i, (s, _)) in conns.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
+        write_all(s, &frame(0));
+    }
+    let end = base + Duration::from_secs_f64(secs);
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let (mut trips, mut waiting) = (0u64, ECHO_CONNS);
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut last = base;
+    while waiting > 0 {
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(!events.is_empty(), "no progress for 5 s");
+        for ev in events.iter() {
+            let (s, buf) = &mut conns[ev.token().0];
+            let mut got = 0;
+            drain(s, buf, &mut scratch, |p| {
+                assert_eq!(p.len(), ECHO_SIZE);
+                let sent = field(p, 0, 20);
+                hist.record((base.elapsed().as_nanos() as u64 - sent) / 1000)
+                    .unwrap();
+                got += 1;
+            });
+            for _ in 0..got {
+                trips += 1;
+                last = Instant::now();
+                if last < end {
+                    write_all(s, &frame(trips));
+                } else {
+                    waiting -= 1;
+                }
+            }
+        }
+    }
+    Result {
+        rate: trips as f64 / (last - base).as_secs_f64(),
+        secs: (last - base).as_secs_f64(),
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+        count: trips,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported, and `cargo test`
+    // builds this without running it.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    readyloop::sys::raise_nofile_limit().unwrap();
+    if std::env::var_os(TOKIO_CHILD).is_some() {
+        run_tokio_server();
+        return;
+    }
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let readyloop = ServerProcess::readyloop();
+    let tokio = ServerProcess::tokio();
+    let mut rows = Vec::new();
+    for (name, unit, run) in [
+        (
+            "broadcast: 1,000 subscribers",
+            "deliveries/s",
+            broadcast as fn(SocketAddr, f64) -> Result,
+        ),
+        ("/echo: 50 conns, 64 B", "round trips/s", echo),
+    ] {
+        let measure = |server: &ServerProcess| {
+            let cpu = server.cpu_secs();
+            let r = run(server.1, secs);
+            // Server CPU per second of the run: how busy the one server thread was.
+            let busy = (server.cpu_secs() - cpu) / r.secs;
+            (r, busy)
+        };
+        let (ours, our_cpu) = measure(&readyloop);
+        let (theirs, their_cpu) = measure(&tokio);
+        eprintln!(
+            "{name}: readyloop {:.0} {unit} ({} total, CPU {our_cpu:.2}), tokio {:.0} ({} total, CPU {their_cpu:.2})",
+            ours.rate, ours.count, theirs.rate, theirs.count
+        );
+        let per_cpu = |r: &Result, cpu: f64| r.rate / cpu.max(1e-9);
+        rows.push(format!(
+            "| {name} | {unit} | {:.0} | {:.0} | **{:.2}×** | {:.2} / {:.2} | **{:.2}×** | {} / {} µs | {} / {} µs |",
+            ours.rate,
+            theirs.rate,
+            ours.rate / theirs.rate,
+            our_cpu,
+            their_cpu,
+            per_cpu(&ours, our_cpu) / per_cpu(&theirs, their_cpu),
+            ours.p50_us,
+            ours.p99_us,
+            theirs.p50_us,
+            theirs.p99_us
+        ));
+    }
+    let table = format!(
+        "WebSocket, {secs} s per run, {} cores, one server thread each; closed loop \
+         (broadcast: {WINDOW} messages of {BROADCAST_SIZE} B in flight; echo: one message per connection).\n\n\
+         Server CPU is the server process's CPU-seconds per second (1.00 = one core busy); \
+         per-CPU ratio compares work done per CPU-second.\n\n\
+         | benchmark | unit | readyloop | tokio + tokio-tungstenite | ratio | server CPU (ours / tokio) | per-CPU ratio | readyloop p50 / p99 | tokio p50 / p99 |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n{}\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rows.join("\n")
+    );
+    print!("{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    std::fs::write(target.join("bench-ws.md"), &table).unwrap();
+}
