@@ -81,7 +81,10 @@ impl Handler for Store {
     fn on_timer(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
         let n = cx.state().commands;
-        cx.send_copy(id, format!("idle for {IDLE:?} after {n} commands, bye\n").as_bytes());
+        cx.send_copy(
+            id,
+            format!("idle for {IDLE:?} after {n} commands, bye\n").as_bytes(),
+        );
         cx.close(id);
     }
 }

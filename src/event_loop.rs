@@ -78,9 +78,9 @@ pub struct Config {
     /// Pending output (bytes) below which reading resumes: 256 KiB, hysteresis so a connection
     /// does not flip on every write.
     pub low_watermark: usize,
-    /// Pending output (bytes) at which a connection is closed as a slow consumer: 64 MiB, a last
-    /// resort for output that backpressure on reads cannot stop (broadcasts); protocols cut off
-    /// slow consumers at their own, lower limits first.
+    /// Output (bytes) the socket refused at which a connection is closed as a slow consumer:
+    /// 64 MiB, a last resort for output that backpressure on reads cannot stop (broadcasts);
+    /// protocols cut off slow consumers at their own, lower limits first (`on_write_blocked`).
     pub max_pending: usize,
     /// Bytes an incomplete message may occupy in a connection's input buffer: 17 MiB, one
     /// 16 MiB WebSocket message plus headers. Protocols enforce their own, smaller limits first.
@@ -93,6 +93,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets (we coalesce writes ourselves, so Nagle only delays).
     pub nodelay: bool,
+    /// Connection slots reserved up front: 1024. The server sets it to the descriptor limit,
+    /// which costs only address space: pages of the slab are touched (and become resident) as
+    /// connections fill them, and the slab never doubles and copies itself.
+    pub reserve_connections: usize,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             linger_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(10),
             nodelay: true,
+            reserve_connections: 1024,
         }
     }
 }
@@ -268,33 +273,18 @@ impl<H: Handler> Core<H> {
     }
 
     pub(crate) fn send(&mut self, id: ConnId, chunk: Chunk) -> bool {
-        let max = self.config.max_pending;
         let Some(c) = self.open_mut(id) else {
             return false;
         };
         c.out.push(chunk);
-        let over = c.out.pending() > max;
-        if over {
-            warn!(
-                "{}: {} bytes pending, over the {max} byte limit: closing slow consumer",
-                self.who(id.key),
-                self.conns[id.key].out.pending()
-            );
-            self.close_now(id.key, Some(id.gen), CloseReason::SlowConsumer);
-            return false;
-        }
         self.schedule_flush(id.key);
         true
     }
 
     pub(crate) fn send_copy(&mut self, id: ConnId, bytes: &[u8]) -> bool {
-        let max = self.config.max_pending;
         let Some(c) = self.open_mut(id) else {
             return false;
         };
-        if c.out.pending() + bytes.len() > max {
-            return self.send(id, Chunk::Owned(bytes.to_vec()));
-        }
         c.out.push_copy(bytes);
         self.schedule_flush(id.key);
         true
@@ -440,7 +430,7 @@ impl<H: Handler> EventLoop<H> {
         };
         let now = Instant::now();
         let core = Core {
-            conns: Slab::new(),
+            conns: Slab::with_capacity(config.reserve_connections),
             stats: Stats {
                 accepted_total: 0,
                 bytes_read: 0,
@@ -666,7 +656,8 @@ impl<H: Handler> EventLoop<H> {
                         if event.is_readable() { " R" } else { "" },
                         if event.is_writable() { " W" } else { "" },
                         if event.is_read_closed() || event.is_write_closed() { " HUP" } else { "" });
-                    self.connection_ready(key, event.is_readable(), event.is_writable());
+                    let hup = event.is_read_closed() || event.is_error();
+                    self.connection_ready(key, event.is_readable(), event.is_writable(), hup);
                 }
             }
         }
@@ -676,7 +667,7 @@ impl<H: Handler> EventLoop<H> {
         for key in reads {
             if let Some(c) = self.core.conns.get_mut(key) {
                 c.flags &= !flags::IN_READ_LIST;
-                self.read_ready(key);
+                self.read_ready(key, true);
             }
         }
         // 5. Timers.
@@ -920,7 +911,7 @@ impl<H: Handler> EventLoop<H> {
         // registration reports it as an event, so there is no need to read here.
     }
 
-    fn connection_ready(&mut self, key: usize, readable: bool, writable: bool) {
+    fn connection_ready(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
         let Some(c) = self.core.conns.get(key) else {
             trace!(target: IO, "conn {key} stale event: slot empty");
             return;
@@ -939,7 +930,7 @@ impl<H: Handler> EventLoop<H> {
                     self.flush_outbuf(key);
                 }
                 if readable {
-                    self.read_ready(key);
+                    self.read_ready(key, hup);
                 }
             }
         }
@@ -962,7 +953,7 @@ impl<H: Handler> EventLoop<H> {
                 let id = self.id_of(key);
                 let (h, mut cx) = self.cx(Some(id));
                 h.on_open(&mut cx);
-                self.read_ready(key);
+                self.read_ready(key, true);
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                 trace!(target: IO, "conn {key} connect still in progress");
@@ -975,8 +966,16 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Reads until `WouldBlock`, EOF, an error, a pause, or the per-event budget.
-    fn read_ready(&mut self, key: usize) {
+    /// Reads until the socket is drained, EOF, an error, a pause, or the per-event budget.
+    ///
+    /// Edge-triggered readiness means a read we skip is an event we never get again, so the
+    /// socket must be drained. A *short* read (fewer bytes than asked) already drained it: TCP
+    /// copies until the buffer is full or the queue is empty, and data arriving later raises a
+    /// new edge. So we stop there and save the `read` that would only say `WouldBlock` (a third
+    /// of the syscalls of a ping-pong). The exception is `until_would_block`: when the event
+    /// said the peer closed (the FIN raises no further edge of its own), or when there was no
+    /// event at all (deferred reads), we read on until `WouldBlock` or EOF.
+    fn read_ready(&mut self, key: usize, until_would_block: bool) {
         let mut budget = READS_PER_EVENT;
         // Bytes left unconsumed while the handler had reading paused are offered first.
         if self
@@ -1013,10 +1012,17 @@ impl<H: Handler> EventLoop<H> {
                         self.core.who(key), self.core.conns[key].inbuf.len() + n);
                     if discarding {
                         trace!(target: IO, "{} discarded {n} bytes (closing)", self.core.who(key));
+                        if n < asked && !until_would_block {
+                            return;
+                        }
                         continue;
                     }
                     self.deliver(key, n);
                     self.apply_backpressure(key);
+                    if n < asked && !until_would_block {
+                        trace!(target: IO, "{} short read: socket drained", self.core.who(key));
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "{} read WouldBlock", self.core.who(key));
@@ -1202,15 +1208,32 @@ impl<H: Handler> EventLoop<H> {
         self.output_drained(key);
     }
 
+    /// The kernel refused part of the queue. This, not the size of a queue that no flush has
+    /// offered to the socket yet, is what makes a connection slow: a burst queued for everyone
+    /// in one iteration says nothing about any one reader.
     fn write_blocked(&mut self, key: usize) {
         let c = &mut self.core.conns[key];
         c.flags |= flags::WRITE_BLOCKED;
-        let resume =
-            c.has(flags::PAUSED_BY_LOOP) && c.out.pending() < self.core.config.low_watermark;
+        let pending = c.out.pending();
+        if pending > self.core.config.max_pending {
+            warn!(
+                "{}: {pending} bytes the socket will not take, over the {} byte limit: closing slow consumer",
+                self.core.who(key),
+                self.core.config.max_pending
+            );
+            self.core.close_now(key, None, CloseReason::SlowConsumer);
+            return;
+        }
+        let resume = c.has(flags::PAUSED_BY_LOOP) && pending < self.core.config.low_watermark;
         if resume {
             self.resume_after_drain(key);
         }
         self.core.update_interest(key);
+        if self.core.conns[key].phase == Phase::Open {
+            let id = self.id_of(key);
+            let (h, mut cx) = self.cx(Some(id));
+            h.on_write_blocked(&mut cx, pending);
+        }
     }
 
     fn resume_after_drain(&mut self, key: usize) {

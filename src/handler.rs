@@ -85,6 +85,11 @@ pub trait Handler: Sized {
     /// Output that had to wait for the socket (a partial write) has all been written.
     fn on_drained(&mut self, _cx: &mut Context<'_, Self>) {}
 
+    /// A flush left `pending` bytes the socket would not take (WRITABLE is now armed). A
+    /// protocol that queues output its peer did not ask for (broadcasts) can cut off a slow
+    /// consumer here; the loop itself does at `Config::max_pending`.
+    fn on_write_blocked(&mut self, _cx: &mut Context<'_, Self>, _pending: usize) {}
+
     /// The deadline armed with `Context::set_timer` passed.
     fn on_timer(&mut self, _cx: &mut Context<'_, Self>) {}
 
@@ -162,8 +167,7 @@ impl<'a, H: Handler> Context<'a, H> {
     }
 
     /// Queues `chunk` for `id` and schedules a flush before the loop sleeps. Returns false (and
-    /// drops the bytes) when the connection is gone or closing. A connection whose pending
-    /// output passes `Config::max_pending` is closed as a slow consumer.
+    /// drops the bytes) when the connection is gone or closing.
     pub fn send(&mut self, id: ConnId, chunk: impl Into<Chunk>) -> bool {
         self.core.send(id, chunk.into())
     }

@@ -149,7 +149,11 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
     match readyloop::sys::raise_nofile_limit() {
-        Ok((before, after)) => log::info!("RLIMIT_NOFILE soft limit {before} -> {after}"),
+        Ok((before, after)) => {
+            log::info!("RLIMIT_NOFILE soft limit {before} -> {after}");
+            // One slot per descriptor we may hold (up to a million).
+            cfg.loop_config.reserve_connections = after.min(1 << 20) as usize;
+        }
         Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {e}"),
     }
     let (mut ev, bound) = Server::bind(cfg)?;

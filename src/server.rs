@@ -176,10 +176,6 @@ pub struct Server {
     pub(crate) ws_clients: Vec<ConnId>,
     /// Open WebSocket connections on any path.
     pub(crate) ws_open: usize,
-    /// Bytes broadcast to every `/ws` client during one loop iteration (`.1`), named by its
-    /// `Stats::loop_iterations` count (`.0`): output no flush has tried to write yet, which
-    /// the slow-consumer check must not count against anyone.
-    pub(crate) ws_burst: (u64, usize),
     /// Saves uploads on worker threads (`None` until `bind` starts it).
     pub(crate) store: Option<UploadStore>,
     /// Background tasks and their status.
@@ -200,7 +196,6 @@ impl Server {
             line_clients: Vec::new(),
             ws_clients: Vec::new(),
             ws_open: 0,
-            ws_burst: (0, 0),
             store: None,
             tasks: Tasks::default(),
         }
@@ -352,8 +347,11 @@ impl Handler for Server {
                 cx.close(id);
             }
             Conn::Line => {
-                self.line_clients.push(id);
-                debug!(target: "readyloop::line", "conn {id} joined ({} line clients)", self.line_clients.len());
+                // Only broadcast needs the list of line clients; echo keeps nothing per client.
+                if self.config.line_mode == LineMode::Broadcast {
+                    self.line_clients.push(id);
+                    debug!(target: "readyloop::line", "conn {id} joined ({} line clients)", self.line_clients.len());
+                }
                 self.arm_idle(cx);
             }
             Conn::Http(_) => self.http_open(cx),
@@ -380,6 +378,12 @@ impl Handler for Server {
         }
     }
 
+    fn on_write_blocked(&mut self, cx: &mut Context<'_, Self>, pending: usize) {
+        if let Conn::Ws(_) = cx.state() {
+            self.ws_write_blocked(cx, pending);
+        }
+    }
+
     fn on_timer(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
         match cx.state() {
@@ -394,7 +398,7 @@ impl Handler for Server {
 
     fn on_close(&mut self, _cx: &mut Context<'_, Self>, id: ConnId, state: Conn, why: CloseReason) {
         match state {
-            Conn::Line => {
+            Conn::Line if self.config.line_mode == LineMode::Broadcast => {
                 self.line_clients.retain(|&c| c != id);
                 debug!(target: "readyloop::line", "conn {id} left ({why:?}, {} line clients)", self.line_clients.len());
             }

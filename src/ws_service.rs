@@ -4,9 +4,9 @@
 //! that followed the handshake. Frames are decoded by the sans-IO `ws::MessageDecoder` (masks
 //! removed in place in the loop's read buffer, UTF-8 checked as it streams) and answered here:
 //! - `/ws`: a text message is formatted once, encoded into one frame once, and that frame is
-//!   shared (`Rc<[u8]>`) by every recipient's output queue. A recipient whose queue still holds
-//!   more than `--ws-max-pending` bytes after a flush (its socket refused them) is cut off with
-//!   close 1008 instead of slowing anyone.
+//!   shared (`Rc<[u8]>`) by every recipient's output queue. A recipient whose socket refuses
+//!   more than `--ws-max-pending` bytes (judged when a flush comes up short, not while a burst
+//!   is being queued for everyone) is cut off with close 1008 instead of slowing anyone.
 //! - `/echo`: every message goes back as it came, text as text, binary as binary.
 //! - Pings get pongs; idle clients are pinged every `--ws-ping` and dropped if the next ping
 //!   finds the previous one unanswered; a close is answered with a close, then the TCP
@@ -142,37 +142,34 @@ impl Server {
     fn ws_broadcast(&mut self, cx: &mut Context<'_, Self>, text: &str) {
         let formatted = self.config.web.broadcast_format.replace("{}", text);
         let shared: Rc<[u8]> = frame(OpCode::Text, formatted.as_bytes()).into();
-        let limit = self.config.web.ws_max_pending;
-        // A client is slow when output that a flush already offered to its socket is still
-        // waiting, not when a burst of messages read in this iteration (several senders, many
-        // messages per read) is queued for everyone before the flush that ends the iteration.
-        let iteration = cx.stats().loop_iterations;
-        if self.ws_burst.0 != iteration {
-            self.ws_burst = (iteration, 0);
-        }
-        let unflushed = self.ws_burst.1;
-        self.ws_burst.1 += shared.len();
-        let mut slow = Vec::new();
         for &client in &self.ws_clients {
-            if cx.pending_output(client).saturating_sub(unflushed) > limit {
-                slow.push(client);
-            } else {
-                cx.send(client, Chunk::Shared(shared.clone()));
-            }
-        }
-        for client in slow {
-            warn!(target: LOG, "conn {client}: over {limit} bytes pending, closing slow consumer (1008)");
-            self.ws_clients.retain(|&c| c != client);
-            if let Some(Conn::Ws(Some(ws))) = cx.state_of(client) {
-                ws.close_sent = true;
-            }
-            cx.send(
-                client,
-                frame(OpCode::Close, &close_payload(CloseCode::POLICY, "too slow")),
-            );
-            cx.close(client);
+            cx.send(client, Chunk::Shared(shared.clone()));
         }
         debug!(target: LOG, "broadcast {} bytes to {} clients", shared.len(), self.ws_clients.len());
+    }
+
+    /// A flush left output waiting: a `/ws` client over `--ws-max-pending` is cut off with close
+    /// 1008, so one slow reader neither delays the others nor grows our memory.
+    pub(crate) fn ws_write_blocked(&mut self, cx: &mut Context<'_, Self>, pending: usize) {
+        let id = cx.id();
+        let limit = self.config.web.ws_max_pending;
+        if pending <= limit {
+            return;
+        }
+        let Some(mut ws) = Self::take_ws(cx) else {
+            return;
+        };
+        if ws.endpoint == Endpoint::Broadcast && !ws.close_sent {
+            warn!(target: LOG, "conn {id}: {pending} bytes the socket will not take, over {limit}: closing slow consumer (1008)");
+            self.ws_clients.retain(|&c| c != id);
+            ws.close_sent = true;
+            cx.send(
+                id,
+                frame(OpCode::Close, &close_payload(CloseCode::POLICY, "too slow")),
+            );
+            cx.close(id);
+        }
+        Self::put_ws(cx, ws);
     }
 
     pub(crate) fn ws_timer(&mut self, cx: &mut Context<'_, Self>) {
