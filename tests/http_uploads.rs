@@ -543,3 +543,94 @@ fn leftover_part_files_are_removed_at_start_up() {
         b"a real file"
     );
 }
+
+#[test]
+fn uploads_pipelined_with_other_requests_are_answered_in_order() {
+    let server = Server::start(&[]);
+    let data = pseudo_random(6, 150_000);
+    let mut c = server.connect();
+    let mut all = raw_upload_head("pipe1.bin", data.len());
+    all.extend_from_slice(&data);
+    all.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    all.extend_from_slice(&raw_upload_head("empty.bin", 0));
+    all.extend_from_slice(&multipart_request("pipe2.bin", &data));
+    all.extend_from_slice(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.send(&all);
+    let t1 = task_id(&c.response());
+    assert_eq!(c.response().text(), "ok");
+    let t2 = task_id(&c.response());
+    let t3 = task_id(&c.response());
+    assert_eq!(c.response().status, 404);
+    for t in [t1, t2, t3] {
+        assert!(server.wait_task(t).contains("\"done\""));
+    }
+    assert_stored(&server, t1, &data);
+    assert_stored(&server, t2, b"");
+    assert_stored(&server, t3, &data);
+}
+
+#[test]
+fn chunked_multipart_upload_with_100_continue() {
+    let server = Server::start(&[]);
+    let data = pseudo_random(7, 100_000);
+    let body = multipart("zzz", "chunky.bin", &data);
+    let mut c = server.connect();
+    c.send(
+        b"POST /upload-file HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+          Content-Type: multipart/form-data; boundary=zzz\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 100);
+    for piece in body.chunks(7777) {
+        c.send(format!("{:x};n=v\r\n", piece.len()).as_bytes());
+        c.send(piece);
+        c.send(b"\r\n");
+    }
+    c.send(b"0\r\nX-T: 1\r\n\r\n");
+    let task = task_id(&c.response());
+    assert!(server.wait_task(task).contains("\"done\""));
+    assert_eq!(assert_stored(&server, task, &data).stored, "chunky.bin");
+}
+
+#[test]
+fn multipart_without_a_file_field_or_with_a_bad_form_is_400() {
+    let server = Server::start(&[]);
+    let mut c = server.connect();
+    let body = b"--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b--\r\n";
+    c.send(
+        format!(
+            "POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(body);
+    assert_eq!(c.response().status, 400);
+    // No boundary parameter.
+    let mut c = server.connect();
+    c.send(b"POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(c.response().status, 400);
+    // Raw body without ?name=.
+    let mut c = server.connect();
+    c.send(b"POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(c.response().status, 400);
+    // Truncated form (no closing boundary).
+    let mut c = server.connect();
+    let body =
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.bin\"\r\n\r\nxyz";
+    c.send(
+        format!(
+            "POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(body);
+    assert_eq!(c.response().status, 400);
+    assert!(server.log_lines().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !part_files(&server.uploads()).is_empty() {
+        assert!(Instant::now() < deadline, "a .part file stayed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!server.uploads().join("t.bin").exists());
+}
