@@ -502,3 +502,25 @@ fn stats_reports_the_contract_fields() {
         );
     }
 }
+
+#[test]
+fn sigterm_closes_idle_and_half_sent_connections_promptly() {
+    let mut server = Server::start(&["--header-timeout", "20", "--shutdown-timeout", "30"]);
+    let mut idle = server.connect();
+    idle.send(GET_HEALTHZ);
+    assert_eq!(idle.response().status, 200);
+    let mut half = server.connect();
+    half.send(b"GET /healthz HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let status = server.terminate(Duration::from_secs(15));
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}");
+    idle.expect_closed();
+    // The half-sent request was promised nothing: refused at once, not held until its header
+    // deadline.
+    assert_eq!(half.response().status, 503);
+    half.expect_closed();
+    // (About 2 s: the lingering close waits for these clients, which read only afterwards.)
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+}
