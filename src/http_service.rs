@@ -852,6 +852,26 @@ impl Server {
         self.settle(cx, st, false);
     }
 
+    /// Graceful shutdown reached a connection in the middle of a request. One whose head is
+    /// complete is answered first (the response closes the connection, so an upload in flight
+    /// still gets its 202). One whose head is still arriving has been promised nothing: it gets
+    /// `503` and a close now, instead of holding the exit until its header deadline (a
+    /// slowloris would otherwise delay every shutdown by the full `--header-timeout`).
+    pub(crate) fn http_shutdown(&mut self, cx: &mut Context<'_, Self>, id: ConnId) {
+        let Some(Conn::Http(slot)) = cx.state_of(id) else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|st| st.request.is_some()) {
+            return;
+        }
+        *slot = None;
+        debug!(target: LOG, "conn {id}: shutting down with a request head half received");
+        let mut out = Vec::new();
+        write_error(&mut out, &HttpError::new(503, "server shutting down"));
+        cx.send(id, out);
+        cx.close(id);
+    }
+
     pub(crate) fn http_eof(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
         if let Some(st) = Self::take_http(cx) {

@@ -417,8 +417,9 @@ impl Handler for Server {
     fn on_shutdown(&mut self, cx: &mut Context<'_, Self>) {
         for id in cx.ids() {
             match cx.state_of(id) {
-                // An HTTP request in progress is answered first; the response closes it.
-                Some(Conn::Http(Some(_))) => {}
+                // An HTTP request in progress is answered first (the response closes it);
+                // one whose head is still arriving is refused now.
+                Some(Conn::Http(Some(_))) => self.http_shutdown(cx, id),
                 Some(Conn::Ws(_)) => self.ws_going_away(cx, id),
                 _ => cx.close(id),
             }
