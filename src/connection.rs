@@ -1,9 +1,11 @@
 //! `Connection`: what the loop keeps per socket, and nothing more.
 //!
-//! This is the struct that decides what an idle connection costs. It holds the socket, the
-//! protocol's state, an input buffer that is empty (no capacity) unless an incomplete message
-//! is waiting for its tail, an output queue that is empty unless the kernel refused bytes, and a
-//! few bytes of bookkeeping. `tests::idle_connection_is_small` pins its size.
+//! This is the struct that decides what an idle connection costs: the socket, the protocol's
+//! state, a few bytes of bookkeeping, and a pointer to `Buffers` that is null while nothing is
+//! pending. The buffers (the unfinished tail of an incoming message, the queue of output the
+//! kernel has not taken) exist only while a connection is busy; the loop takes them back when
+//! they empty and lends them to the next busy connection. `tests::idle_connection_is_small`
+//! pins the size.
 
 use crate::event_loop::ListenerId;
 use crate::out_queue::OutQueue;
@@ -47,19 +49,37 @@ pub mod flags {
     pub const WRITE_BLOCKED: u8 = 32;
 }
 
+/// The buffers of a busy connection.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Only the unconsumed tail of an incomplete message.
+    pub(crate) inbuf: Vec<u8>,
+    /// Output the kernel has not taken yet.
+    pub(crate) out: OutQueue,
+}
+
+impl Buffers {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inbuf.is_empty() && self.out.is_empty()
+    }
+}
+
+/// Marks "no listener" (an outgoing connection) in `Connection::listener`.
+pub(crate) const NO_LISTENER: u8 = u8::MAX;
+
 /// One socket and its state.
 pub struct Connection<S> {
     pub(crate) stream: TcpStream,
-    pub(crate) state: S,
-    /// Only the unconsumed tail of an incomplete message; empty with no capacity otherwise.
-    pub(crate) inbuf: Vec<u8>,
-    pub(crate) out: OutQueue,
+    /// `None` while idle: nothing half-read, nothing waiting to be written.
+    pub(crate) bufs: Option<Box<Buffers>>,
     pub(crate) timer: Option<TimerId>,
     pub(crate) gen: u32,
-    pub(crate) listener: Option<ListenerId>,
+    /// The listener's index (`NO_LISTENER` for an outgoing connection).
+    pub(crate) listener: u8,
     pub(crate) phase: Phase,
     pub(crate) interest: u8,
     pub(crate) flags: u8,
+    pub(crate) state: S,
 }
 
 impl<S> Connection<S> {
@@ -67,15 +87,29 @@ impl<S> Connection<S> {
         Connection {
             stream,
             state,
-            inbuf: Vec::new(),
-            out: OutQueue::default(),
+            bufs: None,
             timer: None,
             gen,
-            listener,
+            listener: listener.map_or(NO_LISTENER, |l| l.0 as u8),
             phase: Phase::Open,
             interest: READABLE,
             flags: 0,
         }
+    }
+
+    /// The listener this connection came from.
+    pub(crate) fn listener_id(&self) -> Option<ListenerId> {
+        (self.listener != NO_LISTENER).then_some(ListenerId(self.listener as u16))
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.out.pending())
+    }
+
+    /// Bytes of an incomplete message kept from earlier reads.
+    pub(crate) fn inbuf_len(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.inbuf.len())
     }
 
     pub(crate) fn has(&self, flag: u8) -> bool {
@@ -122,10 +156,10 @@ mod tests {
 
     #[test]
     fn idle_connection_is_small() {
-        // Socket 4 + inbuf 24 + out queue 48 + timer 8 + gen 4 + listener 4 + 3 bytes, padded:
-        // 96 bytes plus the protocol state. Debug builds of mio add a registry id (8 bytes,
-        // padded to 16) to every socket to catch double registration.
-        let limit = if cfg!(debug_assertions) { 112 } else { 96 };
+        // Socket 4 + buffers pointer 8 + timer 4 + generation 4 + listener, phase, interest and
+        // flags 1 each: 24 bytes plus the protocol state. Debug builds of mio add a registry id
+        // (8 bytes, so 16 with the fd) to every socket to catch double registration.
+        let limit = if cfg!(debug_assertions) { 40 } else { 24 };
         let size = std::mem::size_of::<Connection<()>>();
         assert!(size <= limit, "Connection<()> grew to {size} bytes");
     }

@@ -24,9 +24,9 @@
 //! 7. **Reap** connections marked `Closed`: free the slot, close the fd, `on_close`.
 //! 8. During shutdown, stop once no connection and no background work is left.
 
-use crate::connection::{flags, interest_name, Connection, Phase, READABLE, WRITABLE};
+use crate::connection::{flags, interest_name, Buffers, Connection, Phase, READABLE, WRITABLE};
 use crate::handler::{CloseReason, ConnId, Context, Handler};
-use crate::out_queue::{Chunk, MAX_IOVECS};
+use crate::out_queue::{Chunk, OutQueue, MAX_IOVECS};
 use crate::timer::TimerWheel;
 use log::{debug, info, log_enabled, trace, warn, Level};
 use mio::net::{TcpListener, TcpStream};
@@ -60,6 +60,15 @@ const WRITE_BUDGET: usize = 1 << 20;
 const EVENTS_CAPACITY: usize = 1024;
 /// Pause before retrying `accept` after EMFILE/ENFILE, unless a connection closes sooner.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Emptied buffers kept for reuse: 64, each holding at most 64 KiB of input capacity and a
+/// 64 KiB output buffer, so the pool is bounded at a few MiB however many connections come and go.
+const SPARE_BUFFERS: usize = 64;
+/// Spare buffers. The boxes themselves are what is pooled (a connection holds a `Box`), so
+/// reusing one saves its allocation too.
+#[allow(clippy::vec_box)]
+type BufferPool = Vec<Box<Buffers>>;
+/// Input capacity over this (64 KiB) is freed rather than pooled.
+const SPARE_INBUF: usize = 64 * 1024;
 /// Backlog for listeners we bind (the kernel caps it at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -214,6 +223,8 @@ pub struct Core<H: Handler> {
     /// Connections marked `Closed`, freed at the end of the iteration.
     closed: Vec<(usize, CloseReason)>,
     next_gen: u32,
+    /// Emptied buffers, lent to the next busy connection (no malloc per busy episode).
+    spare: BufferPool,
     /// Peer addresses, kept only while trace logging is on (so the log can name the peer
     /// without costing idle connections 32 bytes each in normal runs).
     peers: HashMap<usize, SocketAddr>,
@@ -249,9 +260,24 @@ impl<H: Handler> Core<H> {
     }
 
     fn open_mut(&mut self, id: ConnId) -> Option<&mut Connection<H::Conn>> {
-        self.conns
-            .get_mut(id.key)
-            .filter(|c| c.gen == id.gen && matches!(c.phase, Phase::Open | Phase::Connecting))
+        open_conn(&mut self.conns, id)
+    }
+
+    /// Queues output for an open connection, lending it buffers from the pool if it had none.
+    fn out_of(&mut self, id: ConnId) -> Option<&mut OutQueue> {
+        let c = open_conn(&mut self.conns, id)?;
+        Some(&mut buffers(c, &mut self.spare).out)
+    }
+
+    /// Takes an emptied connection's buffers back into the pool.
+    fn release_buffers(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.bufs.as_ref().is_some_and(|b| b.is_empty()) {
+                if let Some(b) = c.bufs.take() {
+                    recycle(&mut self.spare, b);
+                }
+            }
+        }
     }
 
     fn schedule_flush(&mut self, key: usize) {
@@ -273,19 +299,19 @@ impl<H: Handler> Core<H> {
     }
 
     pub(crate) fn send(&mut self, id: ConnId, chunk: Chunk) -> bool {
-        let Some(c) = self.open_mut(id) else {
+        let Some(out) = self.out_of(id) else {
             return false;
         };
-        c.out.push(chunk);
+        out.push(chunk);
         self.schedule_flush(id.key);
         true
     }
 
     pub(crate) fn send_copy(&mut self, id: ConnId, bytes: &[u8]) -> bool {
-        let Some(c) = self.open_mut(id) else {
+        let Some(out) = self.out_of(id) else {
             return false;
         };
-        c.out.push_copy(bytes);
+        out.push_copy(bytes);
         self.schedule_flush(id.key);
         true
     }
@@ -298,10 +324,12 @@ impl<H: Handler> Core<H> {
         debug!(
             "conn {}: closing after {} pending bytes",
             id.key,
-            c.out.pending()
+            c.pending()
         );
         c.phase = Phase::Closing;
-        c.inbuf = Vec::new();
+        if let Some(b) = c.bufs.as_mut() {
+            b.inbuf.clear();
+        }
         self.set_timer_raw(id.key, timeout);
         self.schedule_flush(id.key);
     }
@@ -315,8 +343,11 @@ impl<H: Handler> Core<H> {
             return;
         }
         c.phase = Phase::Closed;
-        c.out.clear();
-        c.inbuf = Vec::new();
+        if let Some(mut b) = c.bufs.take() {
+            b.inbuf.clear();
+            b.out.clear();
+            recycle(&mut self.spare, b);
+        }
         if let Some(t) = c.timer.take() {
             self.timers.cancel(t);
         }
@@ -450,6 +481,7 @@ impl<H: Handler> EventLoop<H> {
             closed: Vec::new(),
             next_gen: 0,
             peers: HashMap::new(),
+            spare: Vec::new(),
             config: config.clone(),
         };
         Ok(EventLoop {
@@ -982,7 +1014,7 @@ impl<H: Handler> EventLoop<H> {
             .core
             .conns
             .get(key)
-            .is_some_and(|c| c.phase == Phase::Open && !c.paused() && !c.inbuf.is_empty())
+            .is_some_and(|c| c.phase == Phase::Open && !c.paused() && c.inbuf_len() > 0)
         {
             self.deliver(key, 0);
         }
@@ -1009,7 +1041,7 @@ impl<H: Handler> EventLoop<H> {
                 Ok(n) => {
                     self.core.stats.bytes_read += n as u64;
                     trace!(target: IO, "{} read {n} of {asked} (inbuf {})",
-                        self.core.who(key), self.core.conns[key].inbuf.len() + n);
+                        self.core.who(key), self.core.conns[key].inbuf_len() + n);
                     if discarding {
                         trace!(target: IO, "{} discarded {n} bytes (closing)", self.core.who(key));
                         if n < asked && !until_would_block {
@@ -1058,22 +1090,26 @@ impl<H: Handler> EventLoop<H> {
     fn deliver(&mut self, key: usize, n: usize) {
         let c = &mut self.core.conns[key];
         let id = ConnId { key, gen: c.gen };
-        if c.inbuf.is_empty() {
-            // Fast path: the handler reads straight from the loop's buffer; nothing is copied.
-            let (h, mut cx) = (
-                &mut self.handler,
-                Context {
-                    core: &mut self.core,
-                    current: Some(id),
-                },
-            );
-            let used = h.on_data(&mut cx, &mut self.scratch[..n]).min(n);
-            if used < n {
-                self.keep_tail(key, used, n);
+        let kept = match c.bufs.as_mut() {
+            Some(b) if !b.inbuf.is_empty() => std::mem::take(&mut b.inbuf),
+            _ => {
+                // Fast path: the handler reads straight from the loop's buffer; nothing is
+                // copied unless it leaves an incomplete message behind.
+                let (h, mut cx) = (
+                    &mut self.handler,
+                    Context {
+                        core: &mut self.core,
+                        current: Some(id),
+                    },
+                );
+                let used = h.on_data(&mut cx, &mut self.scratch[..n]).min(n);
+                if used < n {
+                    self.keep_tail(key, used, n);
+                }
+                return;
             }
-            return;
-        }
-        let mut buf = std::mem::take(&mut c.inbuf);
+        };
+        let mut buf = kept;
         if buf.len() + n > self.core.config.max_inbuf {
             warn!(
                 "{}: incomplete message over {} bytes, closing",
@@ -1088,12 +1124,15 @@ impl<H: Handler> EventLoop<H> {
         let used = h.on_data(&mut cx, &mut buf).min(buf.len());
         buf.drain(..used);
         let c = &mut self.core.conns[key];
-        if !buf.is_empty() && c.phase == Phase::Open {
-            if buf.capacity() > 4 * buf.len() && buf.capacity() > 64 * 1024 {
-                buf.shrink_to_fit();
-            }
-            c.inbuf = buf;
+        if c.phase != Phase::Open {
+            return;
         }
+        if buf.capacity() > 4 * buf.len() && buf.capacity() > SPARE_INBUF {
+            buf.shrink_to(buf.len().max(SPARE_INBUF));
+        }
+        // Put the buffer back even when empty, so its capacity goes to the pool with the rest.
+        buffers(c, &mut self.core.spare).inbuf = buf;
+        self.core.release_buffers(key);
     }
 
     fn keep_tail(&mut self, key: usize, from: usize, to: usize) {
@@ -1106,7 +1145,9 @@ impl<H: Handler> EventLoop<H> {
             self.core.close_now(key, None, CloseReason::Aborted);
             return;
         }
-        c.inbuf.extend_from_slice(&self.scratch[from..to]);
+        buffers(c, &mut self.core.spare)
+            .inbuf
+            .extend_from_slice(&self.scratch[from..to]);
         trace!(target: IO, "{} kept {} byte tail", self.core.who(key), to - from);
     }
 
@@ -1114,23 +1155,18 @@ impl<H: Handler> EventLoop<H> {
     /// low watermark, so a peer that sends without reading cannot grow our memory.
     fn apply_backpressure(&mut self, key: usize) {
         let high = self.core.config.high_watermark;
-        if !self
-            .core
-            .conns
-            .get(key)
-            .is_some_and(|c| c.out.pending() > high)
-        {
+        if !self.core.conns.get(key).is_some_and(|c| c.pending() > high) {
             return;
         }
         self.flush_outbuf(key);
         let Some(c) = self.core.conns.get_mut(key) else {
             return;
         };
-        if c.phase == Phase::Open && c.out.pending() > high && !c.has(flags::PAUSED_BY_LOOP) {
+        if c.phase == Phase::Open && c.pending() > high && !c.has(flags::PAUSED_BY_LOOP) {
             debug!(
                 "{}: {} bytes pending, pausing reads",
                 Who(key, &self.core.peers),
-                c.out.pending()
+                c.pending()
             );
             c.flags |= flags::PAUSED_BY_LOOP;
             self.core.update_interest(key);
@@ -1159,16 +1195,21 @@ impl<H: Handler> EventLoop<H> {
             if matches!(c.phase, Phase::Closed | Phase::Connecting) {
                 return;
             }
-            if c.out.is_empty() {
+            let Some(out) = c
+                .bufs
+                .as_mut()
+                .map(|b| &mut b.out)
+                .filter(|o| !o.is_empty())
+            else {
                 break;
-            }
+            };
             if written >= WRITE_BUDGET {
                 self.core.schedule_flush(key);
                 return;
             }
-            let pending = c.out.pending();
+            let pending = out.pending();
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = c.out.io_slices(&mut iov);
+            let count = out.io_slices(&mut iov);
             let asked: usize = iov[..count].iter().map(|s| s.len()).sum();
             match c.stream.write_vectored(&iov[..count]) {
                 Ok(0) => {
@@ -1177,7 +1218,7 @@ impl<H: Handler> EventLoop<H> {
                     return;
                 }
                 Ok(n) => {
-                    c.out.advance(n);
+                    out.advance(n);
                     written += n;
                     self.core.stats.bytes_written += n as u64;
                     if n < asked {
@@ -1214,7 +1255,7 @@ impl<H: Handler> EventLoop<H> {
     fn write_blocked(&mut self, key: usize) {
         let c = &mut self.core.conns[key];
         c.flags |= flags::WRITE_BLOCKED;
-        let pending = c.out.pending();
+        let pending = c.pending();
         if pending > self.core.config.max_pending {
             warn!(
                 "{}: {pending} bytes the socket will not take, over the {} byte limit: closing slow consumer",
@@ -1247,6 +1288,7 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn output_drained(&mut self, key: usize) {
+        self.core.release_buffers(key);
         let c = &mut self.core.conns[key];
         let was_blocked = c.has(flags::WRITE_BLOCKED);
         c.flags &= !flags::WRITE_BLOCKED;
@@ -1316,7 +1358,7 @@ impl<H: Handler> EventLoop<H> {
                     continue;
                 };
                 freed = true;
-                match c.listener {
+                match c.listener_id() {
                     Some(l) => self.core.stats.open[l.0 as usize] -= 1,
                     None => self.core.stats.open_outgoing -= 1,
                 }
@@ -1355,4 +1397,29 @@ fn set_bind_address_no_port(socket: &socket2::Socket) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+fn open_conn<S>(conns: &mut Slab<Connection<S>>, id: ConnId) -> Option<&mut Connection<S>> {
+    conns
+        .get_mut(id.key)
+        .filter(|c| c.gen == id.gen && matches!(c.phase, Phase::Open | Phase::Connecting))
+}
+
+/// A connection's buffers, taken from the pool (or allocated) if it has none.
+fn buffers<'c, S>(c: &'c mut Connection<S>, spare: &mut BufferPool) -> &'c mut Buffers {
+    c.bufs
+        .get_or_insert_with(|| spare.pop().unwrap_or_default())
+}
+
+/// Returns emptied buffers to the pool, trimmed to what is worth keeping.
+fn recycle(spare: &mut BufferPool, mut b: Box<Buffers>) {
+    if spare.len() >= SPARE_BUFFERS {
+        return;
+    }
+    debug_assert!(b.is_empty());
+    if b.inbuf.capacity() > SPARE_INBUF {
+        b.inbuf = Vec::new();
+    }
+    b.out.shrink();
+    spare.push(b);
 }

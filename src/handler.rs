@@ -153,7 +153,7 @@ impl<'a, H: Handler> Context<'a, H> {
 
     /// The listener a connection came from (`None` for an outgoing connection).
     pub fn listener_of(&self, id: ConnId) -> Option<ListenerId> {
-        self.core.get(id).and_then(|c| c.listener)
+        self.core.get(id).and_then(|c| c.listener_id())
     }
 
     /// The ids of every open connection (not those already closing), for broadcasts.
@@ -190,7 +190,7 @@ impl<'a, H: Handler> Context<'a, H> {
 
     /// Bytes queued for `id` and not yet written.
     pub fn pending_output(&self, id: ConnId) -> usize {
-        self.core.get(id).map_or(0, |c| c.out.pending())
+        self.core.get(id).map_or(0, |c| c.pending())
     }
 
     /// Closes `id` once its queued output is flushed (then FIN, then a short lingering read

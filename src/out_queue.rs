@@ -6,8 +6,10 @@
 //! replies are copied into the tail `Owned` chunk so a burst of them becomes one buffer, and the
 //! whole queue goes to the kernel in one `writev` (see `Connection::flush_outbuf`).
 //!
-//! An empty queue owns no heap memory: `VecDeque::new()` does not allocate, and the queue is
-//! replaced by a new empty one whenever it drains, so an idle connection costs its inline size only.
+//! A drained queue keeps its storage (the deque and one small coalescing buffer) so that the next
+//! reply costs no `malloc`. It is the *connection* that owns no queue while idle: the loop takes
+//! the queue away when it drains and keeps a few in a pool for the next busy connection
+//! (`event_loop::Core::release_buffers`).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -19,6 +21,8 @@ const COALESCE_LIMIT: usize = 4096;
 /// `writev` takes at most this many pieces per call (Linux' IOV_MAX is 1024; 64 keeps the
 /// `IoSlice` array on the stack at 1 KiB and is far more than a queue usually holds).
 pub const MAX_IOVECS: usize = 64;
+/// A drained buffer up to this capacity (64 KiB) is kept for reuse; a larger one is freed.
+const SPARE_LIMIT: usize = 64 * 1024;
 
 /// One piece of pending output.
 #[derive(Debug, Clone)]
@@ -74,6 +78,8 @@ pub struct OutQueue {
     head_offset: usize,
     /// Bytes queued and not yet written, across all chunks.
     pending: usize,
+    /// An emptied coalescing buffer, reused by the next `push_copy` (no malloc per reply).
+    spare: Vec<u8>,
 }
 
 impl OutQueue {
@@ -120,11 +126,15 @@ impl OutQueue {
                 return;
             }
         }
-        let mut v = Vec::with_capacity(bytes.len().max(if bytes.len() <= COALESCE_LIMIT {
+        let want = if bytes.len() <= COALESCE_LIMIT {
             COALESCE_LIMIT
         } else {
-            0
-        }));
+            bytes.len()
+        };
+        let mut v = std::mem::take(&mut self.spare);
+        if v.capacity() < want {
+            v = Vec::with_capacity(want);
+        }
         v.extend_from_slice(bytes);
         self.pending += bytes.len();
         self.chunks.push_back(Chunk::Owned(v));
@@ -146,8 +156,8 @@ impl OutQueue {
         n
     }
 
-    /// Marks `written` bytes as sent, dropping the chunks they complete. When the queue drains
-    /// its storage is released, so an idle connection holds no output memory.
+    /// Marks `written` bytes as sent, dropping the chunks they complete (a small owned one is
+    /// kept as the spare buffer for the next reply).
     pub fn advance(&mut self, mut written: usize) {
         debug_assert!(written <= self.pending);
         self.pending -= written.min(self.pending);
@@ -159,20 +169,35 @@ impl OutQueue {
             if written >= left {
                 written -= left;
                 self.head_offset = 0;
-                self.chunks.pop_front();
+                if let Some(Chunk::Owned(mut v)) = self.chunks.pop_front() {
+                    if v.capacity() <= SPARE_LIMIT && v.capacity() > self.spare.capacity() {
+                        v.clear();
+                        self.spare = v;
+                    }
+                }
             } else {
                 self.head_offset += written;
                 written = 0;
             }
         }
-        if self.pending == 0 {
-            *self = OutQueue::default();
-        }
     }
 
     /// Drops everything queued (the peer is gone).
     pub fn clear(&mut self) {
-        *self = OutQueue::default();
+        self.chunks.clear();
+        self.head_offset = 0;
+        self.pending = 0;
+    }
+
+    /// Frees storage beyond what is worth keeping in the loop's pool of spare queues.
+    pub fn shrink(&mut self) {
+        debug_assert!(self.is_empty());
+        if self.chunks.capacity() > MAX_IOVECS {
+            self.chunks = VecDeque::new();
+        }
+        if self.spare.capacity() > SPARE_LIMIT {
+            self.spare = Vec::new();
+        }
     }
 }
 
@@ -209,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn partial_advance_keeps_the_rest_and_drain_frees_storage() {
+    fn partial_advance_keeps_the_rest() {
         let mut q = OutQueue::default();
         q.push(Chunk::Static(b"abc"));
         q.push(Chunk::Static(b"defg"));
@@ -219,10 +244,6 @@ mod tests {
         assert_eq!(gather(&q), b"efg");
         q.advance(3);
         assert!(q.is_empty());
-        assert_eq!(
-            q.chunks.capacity(),
-            0,
-            "a drained queue owns no heap memory"
-        );
+        assert!(q.chunks.is_empty());
     }
 }

@@ -430,3 +430,18 @@ impl Handler for Server {
         self.tasks.in_flight() > 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Connection;
+
+    #[test]
+    fn every_connection_of_the_server_is_small() {
+        // The slab entry of every connection (hello, line, idle HTTP or WebSocket) is the
+        // loop's 24 bytes plus the largest protocol variant (a tag and a pointer): 40 bytes.
+        let limit = if cfg!(debug_assertions) { 56 } else { 40 };
+        let size = std::mem::size_of::<Connection<Conn>>();
+        assert!(size <= limit, "Connection<Conn> grew to {size} bytes");
+    }
+}
