@@ -18,6 +18,9 @@ use std::rc::Rc;
 /// Copying a small reply into the tail chunk is cheaper than queueing a new chunk for it up to
 /// this size; 4 KiB is one page and well above a line or a small HTTP response.
 const COALESCE_LIMIT: usize = 4096;
+/// A new coalescing buffer starts at 256 bytes (a few lines or a small response) and grows by
+/// doubling up to `COALESCE_LIMIT`.
+const FIRST_BUFFER: usize = 256;
 /// `writev` takes at most this many pieces per call (Linux' IOV_MAX is 1024; 64 keeps the
 /// `IoSlice` array on the stack at 1 KiB and is far more than a queue usually holds).
 pub const MAX_IOVECS: usize = 64;
@@ -126,8 +129,10 @@ impl OutQueue {
                 return;
             }
         }
+        // Room for a few more small replies, but not a page per connection: thousands of
+        // connections may be busy at once, and what they free stays in the allocator.
         let want = if bytes.len() <= COALESCE_LIMIT {
-            COALESCE_LIMIT
+            bytes.len().next_power_of_two().max(FIRST_BUFFER)
         } else {
             bytes.len()
         };
