@@ -4,7 +4,7 @@
 //! Read it in this order: [`event_loop`] (one iteration of the loop, numbered phases),
 //! [`connection`] (what each socket costs), [`handler`] (the API a protocol sees),
 //! [`out_queue`] and [`timer`] (the two data structures the loop leans on), then the
-//! sans-IO codecs ([`line`]) and the [`server`] that glues them to the loop.
+//! sans-IO codecs ([`line`](mod@line)) and the [`server`] that glues them to the loop.
 //!
 //! ```no_run
 //! use readyloop::{Context, EventLoop, Handler, ListenerId, Config};
@@ -31,6 +31,8 @@
 //! ev.run()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod client;
 pub mod connection;
