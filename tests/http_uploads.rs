@@ -214,6 +214,12 @@ fn upload_of_200_mib_keeps_rss_far_below_its_size() {
     assert_eq!(server.get("/healthz").status, 200);
     let baseline = server.rss();
     let mut c = server.connect();
+    // The server may stop reading for a while when the disk (page-cache writeback, other
+    // tests' fsyncs) holds the upload worker up: that is the backpressure under test, so give
+    // a stalled write the whole test's time bound rather than the usual 10 s.
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     c.send(&raw_upload_head("big.bin", TOTAL));
     let mut block = pseudo_random(4, BLOCK);
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
