@@ -985,6 +985,10 @@ impl<H: Handler> EventLoop<H> {
                 let id = self.id_of(key);
                 let (h, mut cx) = self.cx(Some(id));
                 h.on_open(&mut cx);
+                // Output queued while connecting (flushes skip connecting sockets) goes now.
+                if self.core.conns.get(key).is_some_and(|c| c.pending() > 0) {
+                    self.core.schedule_flush(key);
+                }
                 self.read_ready(key, true);
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
@@ -1155,10 +1159,12 @@ impl<H: Handler> EventLoop<H> {
     /// low watermark, so a peer that sends without reading cannot grow our memory.
     fn apply_backpressure(&mut self, key: usize) {
         let high = self.core.config.high_watermark;
-        if !self.core.conns.get(key).is_some_and(|c| c.pending() > high) {
+        let Some(c) = self.core.conns.get(key).filter(|c| c.pending() > high) else {
             return;
+        };
+        if !c.has(flags::WRITE_BLOCKED) {
+            self.flush_outbuf(key);
         }
-        self.flush_outbuf(key);
         let Some(c) = self.core.conns.get_mut(key) else {
             return;
         };
@@ -1176,8 +1182,17 @@ impl<H: Handler> EventLoop<H> {
     fn flush_all(&mut self) {
         let keys = std::mem::take(&mut self.core.flush_list);
         for key in keys {
-            if let Some(c) = self.core.conns.get_mut(key) {
-                c.flags &= !flags::IN_FLUSH_LIST;
+            let Some(c) = self.core.conns.get_mut(key) else {
+                continue;
+            };
+            c.flags &= !flags::IN_FLUSH_LIST;
+            if c.has(flags::WRITE_BLOCKED) {
+                // The socket refused bytes and has not said WRITABLE since: a `writev` now
+                // could only return WouldBlock. Judge the grown queue without the syscall.
+                let pending = c.pending();
+                trace!(target: IO, "{} still write-blocked, {pending} pending", self.core.who(key));
+                self.write_blocked(key);
+            } else {
                 self.flush_outbuf(key);
             }
         }
