@@ -41,6 +41,7 @@ pub mod http_service;
 pub mod line;
 pub mod load;
 pub mod out_queue;
+pub mod redis;
 pub mod server;
 pub mod sys;
 pub mod timer;
