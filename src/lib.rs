@@ -38,6 +38,7 @@ pub mod event_loop;
 pub mod handler;
 pub mod http;
 pub mod http_service;
+pub mod json;
 pub mod line;
 pub mod load;
 pub mod out_queue;

@@ -32,7 +32,7 @@ serve options:
   --keepalive-timeout SECS   idle keep-alive connection      [75]
   --upload-dir DIR           where uploads are saved         [./uploads]
   --task-threads N           background task threads         [1]
-  --task-queue N             queued pieces per task thread   [64]
+  --task-queue N             queued pieces per task thread   [256]
   --ws-ping SECS             ping idle WebSockets (0: off)   [30]
   --max-message BYTES        largest WebSocket message       [16777216]
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]

@@ -40,17 +40,13 @@ use sha2::{Digest, Sha256};
 /// Log target, so `RUST_LOG=readyloop::upload=trace` shows just this module.
 const LOG_TARGET: &str = "readyloop::upload";
 
-/// Default capacity of each worker's queue, counted in **messages**: one per body chunk, plus
-/// one for each `begin` and `finish`. The buffered body is thus bounded by
-/// `queue depth × largest chunk` per worker: 1 MiB with 16 KiB reads, 4 MiB with 64 KiB reads.
-/// The queue need not absorb a long disk stall (a full queue only pauses reading that
-/// connection, and TCP pushes back on the client); it only has to keep the worker busy between
-/// two loop iterations, and 64 chunks do that with memory to spare.
-pub const DEFAULT_QUEUE_DEPTH: usize = 64;
-
-/// Default number of worker threads. Uploads mostly wait on `write` and `fsync`; two workers
-/// let one upload's fsync overlap another's writes without taking more cores from the loop.
-pub const DEFAULT_THREADS: usize = 2;
+/// Default capacity of each worker's queue, counted in **messages**: one per 64 KiB body piece,
+/// plus one for each `begin` and `finish`. The buffered body is thus bounded by
+/// `queue depth × piece` per worker: 256 × 64 KiB = 16 MiB. A full queue only pauses reading
+/// the connection whose piece did not fit (TCP pushes back on the client), but a `begin` that
+/// does not fit is answered 503, so the queue is deep enough for dozens of uploads to start at
+/// once while the worker writes.
+pub const DEFAULT_QUEUE_DEPTH: usize = 256;
 
 /// The log of stored files, one JSON object per line, in the upload dir.
 pub const LOG_FILE: &str = "uploads.jsonl";
@@ -688,26 +684,7 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// `s` as a JSON string literal, quotes included (RFC 8259 section 7).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use crate::json::string as json_string;
 
 #[cfg(test)]
 mod tests {

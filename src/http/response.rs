@@ -206,38 +206,8 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Appends `s` escaped for use inside a JSON string (RFC 8259 §7): `"`, `\`
-/// and control characters. The caller writes the surrounding quotes.
-pub fn json_escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < '\u{20}' => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let b = c as u8;
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-            c => out.push(c),
-        }
-    }
-}
-
-/// `s` as a quoted JSON string.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    json_escape(s, &mut out);
-    out.push('"');
-    out
-}
+pub use crate::json::escape_into as json_escape;
+pub use crate::json::string as json_string;
 
 /// An IMF-fixdate for the `Date` field (RFC 9110 §5.6.7), e.g.
 /// `Sun, 06 Nov 1994 08:49:37 GMT`, from seconds since the Unix epoch. The
@@ -355,23 +325,6 @@ mod tests {
         out.clear();
         push_decimal(&mut out, 0);
         assert_eq!(text(&out), "0");
-    }
-
-    #[test]
-    fn json_escaping() {
-        for (input, expected) in [
-            ("plain", "plain"),
-            ("a\"b\\c", "a\\\"b\\\\c"),
-            ("line\nbreak\r\ttab", "line\\nbreak\\r\\ttab"),
-            ("\u{0}\u{1f}\u{8}\u{c}", "\\u0000\\u001f\\b\\f"),
-            ("새로운 알림 📢", "새로운 알림 📢"),
-            ("\u{7f}", "\u{7f}"),
-        ] {
-            let mut out = String::new();
-            json_escape(input, &mut out);
-            assert_eq!(out, expected, "{input:?}");
-        }
-        assert_eq!(json_string("a\"b"), "\"a\\\"b\"");
     }
 
     #[test]

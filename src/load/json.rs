@@ -2,8 +2,6 @@
 //! of its own child processes (`--procs`). Not a general-purpose parser: no streaming, numbers are
 //! `f64` (exact for counts below 2^53), and it accepts only what RFC 8259 allows.
 
-use std::fmt::Write;
-
 /// A parsed JSON value. Objects keep their keys in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
@@ -201,17 +199,7 @@ impl Parser<'_> {
 /// Appends `s` as a JSON string literal.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
+    crate::json::escape_into(s, out);
     out.push('"');
 }
 
