@@ -4,33 +4,47 @@
 //! Read it in this order: [`event_loop`] (one iteration of the loop, numbered phases),
 //! [`connection`] (what each socket costs), [`handler`] (the API a protocol sees),
 //! [`out_queue`] and [`timer`] (the two data structures the loop leans on), then the
-//! sans-IO codecs ([`line`]) and the [`server`] that glues them to the loop.
+//! sans-IO codecs ([`line`](mod@line)) and the [`server`] that glues them to the loop.
 //!
-//! ```no_run
-//! use readyloop::{Context, EventLoop, Handler, ListenerId, Config};
-//! use std::net::SocketAddr;
+//! # Embedding
 //!
-//! /// Upper-cases whatever it receives.
-//! struct Shout;
+//! A server with a custom protocol: the loop runs on the caller's thread, and another thread
+//! (here, a client checking the answer) stops it through a [`Handle`].
+//!
+//! ```
+//! use readyloop::{Config, Context, EventLoop, Handler, ListenerId};
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::{SocketAddr, TcpStream};
+//!
+//! struct Shout; // upper-cases whatever it receives
 //!
 //! impl Handler for Shout {
-//!     type Conn = ();
-//!     type Message = ();
+//!     type Conn = (); // per-connection state, kept in the loop's slab
+//!     type Message = (); // what other threads may send through a Handle
 //!     fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<()> { Some(()) }
 //!     fn on_data(&mut self, cx: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
 //!         data.make_ascii_uppercase();
-//!         let id = cx.id();
-//!         cx.send_copy(id, data);
-//!         data.len()
+//!         cx.send_copy(cx.id(), data); // queued; flushed before the loop next sleeps
+//!         data.len() // bytes consumed
 //!     }
 //! }
 //!
 //! let mut ev = EventLoop::new(Shout, Config::default())?;
-//! ev.listen("shout", "127.0.0.1:7000".parse().unwrap())?;
-//! let handle = ev.handle(); // another thread may call handle.shutdown()
-//! ev.run()?;
+//! let (_, addr) = ev.listen("shout", "127.0.0.1:0".parse().unwrap())?;
+//! let handle = ev.handle(); // Send + Sync: other threads stop the loop or send it messages
+//! let client = std::thread::spawn(move || {
+//!     let mut reply = String::new();
+//!     let mut s = TcpStream::connect(addr).unwrap();
+//!     s.write_all(b"hello\n").and_then(|_| BufReader::new(s).read_line(&mut reply)).ok();
+//!     handle.shutdown(); // graceful: close listeners, flush, then `run` returns
+//!     reply
+//! });
+//! ev.run()?; // serves on this thread until the shutdown
+//! assert_eq!(client.join().unwrap(), "HELLO\n");
 //! # Ok::<(), std::io::Error>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod client;
 pub mod connection;

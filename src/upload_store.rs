@@ -71,8 +71,11 @@ pub enum TaskStatus {
     Running,
     /// Stored as `stored` (a file name in the upload dir) and logged in `uploads.jsonl`.
     Done {
+        /// The file name in the upload dir.
         stored: String,
+        /// Bytes stored.
         bytes: u64,
+        /// SHA-256 of the content, lower-case hex.
         sha256: String,
     },
     /// Nothing stored and nothing logged; the text says why.
@@ -94,7 +97,9 @@ impl TaskStatus {
 /// One status change, passed to `notify` on the worker thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskUpdate {
+    /// The task that changed.
     pub task: TaskId,
+    /// Its new status.
     pub status: TaskStatus,
 }
 

@@ -64,6 +64,7 @@ impl MultipartError {
         }
     }
 
+    /// A short, fixed explanation, safe to send back and to log.
     pub fn reason(&self) -> &'static str {
         match self {
             MultipartError::NotMultipart => "not multipart/form-data",

@@ -74,11 +74,17 @@ impl Default for Limits {
 /// is `Other("get")`, not `Get`; the router answers unknown methods (501 or 405).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `HEAD`.
     Head,
+    /// `POST`.
     Post,
+    /// `PUT`.
     Put,
+    /// `DELETE`.
     Delete,
+    /// `OPTIONS`.
     Options,
     /// Any other token, as sent.
     Other(String),
@@ -133,6 +139,7 @@ pub enum BodyFraming {
 /// handshake need, so the receive buffer can be reused right away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The request method.
     pub method: Method,
     /// The request target up to `?`, as sent (not percent-decoded).
     pub path: String,
@@ -143,12 +150,15 @@ pub struct RequestHead {
     /// Whether the connection may stay open after the response: HTTP/1.1
     /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
+    /// How the body, if any, is delimited.
     pub body: BodyFraming,
     /// `Expect: 100-continue` on an HTTP/1.1 request (HTTP/1.0 ones are ignored,
     /// RFC 9110 §10.1.1). Send `response::CONTINUE` before reading the body, or
     /// answer right away and close.
     pub expect_continue: bool,
+    /// `Content-Type`, trimmed.
     pub content_type: Option<String>,
+    /// `Host`, trimmed.
     pub host: Option<String>,
     /// `Upgrade` lists the token `websocket` (case-insensitive).
     pub upgrade_websocket: bool,
@@ -158,6 +168,7 @@ pub struct RequestHead {
     pub ws_key: Option<String>,
     /// `Sec-WebSocket-Version`, trimmed.
     pub ws_version: Option<String>,
+    /// `Origin`, trimmed (checked against `--allowed-origin` on upgrades).
     pub origin: Option<String>,
 }
 
@@ -180,6 +191,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
+    /// An error answered with `status` and logged as `reason`.
     pub const fn new(status: u16, reason: &'static str) -> Self {
         HttpError { status, reason }
     }
@@ -244,6 +256,7 @@ impl Default for RequestParser {
 }
 
 impl RequestParser {
+    /// A parser waiting for a request head, enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RequestParser {
             limits,
@@ -252,6 +265,7 @@ impl RequestParser {
         }
     }
 
+    /// The limits this parser enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

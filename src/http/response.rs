@@ -97,6 +97,7 @@ impl<'o> ResponseWriter<'o> {
         self
     }
 
+    /// Appends `Content-Type: value`.
     pub fn content_type(self, value: &str) -> Self {
         self.header("Content-Type", value)
     }

@@ -55,14 +55,20 @@ options:
 /// What the load does on each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Open connections and hold them.
     Idle,
+    /// Connect, read the greeting, repeat.
     Hello,
+    /// Line echo round trips.
     Echo,
+    /// WebSocket `/echo` round trips.
     WsEcho,
+    /// WebSocket `/ws`: a few senders, every connection receives.
     WsBroadcast,
 }
 
 impl Mode {
+    /// The mode's name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Idle => "idle",
@@ -97,25 +103,39 @@ impl Mode {
 /// The parsed flags.
 #[derive(Debug, Clone)]
 pub struct Opts {
+    /// What each connection does.
     pub mode: Mode,
+    /// The server (`--addr`).
     pub addr: SocketAddr,
+    /// Connections to open (`--conns`).
     pub conns: usize,
+    /// How long to measure (`--duration`).
     pub duration: Duration,
     /// Connections per second; 0 means no ramp.
     pub rate: f64,
+    /// Print the report as one JSON line (`--json`).
     pub json: bool,
+    /// Message payload size in bytes (`--size`).
     pub size: usize,
+    /// Messages in flight per connection (`--pipeline`).
     pub pipeline: usize,
+    /// ws-echo sends text instead of binary (`--text`).
     pub text: bool,
     /// `--src-ips` as given (passed on to children) and expanded.
     pub src_spec: Option<String>,
+    /// The source addresses `src_spec` expands to.
     pub src_ips: Vec<IpAddr>,
+    /// idle: upgrade to WebSocket on this path first (`--ws`).
     pub ws: Option<String>,
+    /// ws-broadcast: sending connections (`--senders`).
     pub senders: usize,
+    /// ws-broadcast: messages per second, all senders together (`--msg-rate`).
     pub msg_rate: f64,
     /// `None`: auto.
     pub procs: Option<usize>,
+    /// Sample this process's RSS at start and end (`--server-pid`).
     pub server_pid: Option<u32>,
+    /// No progress lines on stderr (`--quiet`).
     pub quiet: bool,
     /// Set in child processes: their index (hidden flag `--child I`).
     pub child: Option<usize>,

@@ -20,10 +20,13 @@ pub fn new_histogram() -> Histogram<u64> {
 /// The figures of one run (one process, or the merge of several).
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The load mode's name.
     pub mode: String,
+    /// The server's address.
     pub addr: String,
     /// Connections asked for (`--conns`).
     pub conns: u64,
+    /// Processes the load ran in.
     pub procs: u64,
     /// Seconds from the start to the end of measuring (the close-down is not counted).
     pub elapsed_s: f64,
@@ -37,18 +40,24 @@ pub struct Report {
     pub conns_peak: u64,
     /// Seconds from the first connect attempt to the last successful connect of the ramp.
     pub ramp_s: f64,
+    /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// Verified messages received (echo replies, greetings, broadcast deliveries).
     pub msgs: u64,
+    /// Messages sent.
     pub msgs_sent: u64,
+    /// Bytes written.
     pub bytes_sent: u64,
+    /// Bytes read.
     pub bytes_received: u64,
+    /// Round-trip (or delivery) latencies in microseconds.
     pub latency: Histogram<u64>,
     /// Server RSS (bytes) before the first connect and when measuring ended (`--server-pid`).
     pub server_rss: Option<(u64, u64)>,
 }
 
 impl Report {
+    /// An empty report for `conns` connections of `mode` against `addr`.
     pub fn new(mode: &str, addr: &str, conns: u64) -> Report {
         Report {
             mode: mode.to_string(),
@@ -71,14 +80,17 @@ impl Report {
         }
     }
 
+    /// Counts one error of `kind`.
     pub fn error(&mut self, kind: &str) {
         *self.errors.entry(kind.to_string()).or_insert(0) += 1;
     }
 
+    /// Errors of every kind.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
 
+    /// Verified messages per second of measuring.
     pub fn msgs_per_s(&self) -> f64 {
         if self.elapsed_s > 0.0 {
             self.msgs as f64 / self.elapsed_s

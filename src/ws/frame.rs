@@ -118,6 +118,7 @@ pub struct FrameHeader {
     pub fin: bool,
     /// RSV1..RSV3 as the low three bits (`0b100` is RSV1). Must be 0 without extensions.
     pub rsv: u8,
+    /// What the frame carries.
     pub opcode: OpCode,
     /// The masking key, present on every client → server frame and on no other.
     pub mask: Option<[u8; 4]>,

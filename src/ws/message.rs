@@ -53,9 +53,11 @@ pub enum Role {
 pub enum Message<'a> {
     /// A text message, checked to be UTF-8.
     Text(&'a str),
+    /// A binary message.
     Binary(&'a [u8]),
     /// Answer with a Pong carrying the same payload (§5.5.2).
     Ping(&'a [u8]),
+    /// A Pong; nothing to answer.
     Pong(&'a [u8]),
     /// The peer's Close: `None` when it gave no code. Answer with a Close, then close the
     /// connection once that is flushed (§5.5.1). The decoder does not stop by itself after
@@ -67,7 +69,9 @@ pub enum Message<'a> {
 /// reason for the log (and, if wanted, the Close frame's reason text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeError {
+    /// The close code to send (1002, 1007, 1009...).
     pub code: CloseCode,
+    /// A short, fixed explanation.
     pub reason: &'static str,
 }
 
@@ -143,10 +147,12 @@ impl MessageDecoder {
         }
     }
 
+    /// Which side of the connection this decoder reads for.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The largest message, in bytes, this decoder assembles.
     pub fn max_message(&self) -> usize {
         self.max_message
     }

@@ -38,6 +38,7 @@ pub struct Utf8Validator {
 }
 
 impl Utf8Validator {
+    /// A validator at the start of a character.
     pub const fn new() -> Self {
         Utf8Validator {
             need: 0,
