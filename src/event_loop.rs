@@ -18,7 +18,8 @@
 //!    stale (its connection closed earlier in this batch): it finds the connection `Closed`, is
 //!    traced and ignored. Slots are only freed in phase 7, so a key is never reused within a batch.
 //! 4. **Deferred reads**: connections that hit the read budget or were just un-paused.
-//! 5. **Timers**: expire the wheel (`on_timer`, lingering-close and close-flush deadlines).
+//! 5. **Timers**: expire the wheel (`on_timer`, `on_loop_timer`, lingering-close and close-flush
+//!    deadlines).
 //! 6. **Flush** every connection with queued output (redis' `beforeSleep`): replies from this
 //!    iteration go out in one `writev` each. A short write arms WRITABLE; a drained queue drops it.
 //! 7. **Reap** connections marked `Closed`: free the slot, close the fd, `on_close`.
@@ -49,6 +50,9 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX - 2;
 /// At most this many listeners per loop (tokens below are connection keys).
 const MAX_LISTENERS: usize = 64;
+/// The timer wheel's owner key of handler deadlines (`Context::set_loop_timer`); the
+/// generation slot carries the handler's tag. Never a slab key (the slab is far smaller).
+const LOOP_TIMER_OWNER: usize = usize::MAX;
 
 /// Read at most this many times per connection per readiness event (16 × 64 KiB = 1 MiB)
 /// before moving on to other connections; the connection is read again next iteration.
@@ -390,6 +394,60 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// `connect(2)` on a fresh non-blocking socket and a slab slot in `Connecting` (see
+    /// `EventLoop::connect`). Never blocks: the result comes back as WRITABLE.
+    pub(crate) fn connect(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+        state: H::Conn,
+    ) -> io::Result<ConnId> {
+        let stream = match from {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    None,
+                )?;
+                socket.set_nonblocking(true)?;
+                // Let the kernel pick the port at connect time, per (src, dst) pair, so each
+                // source address gets the whole ephemeral range.
+                set_bind_address_no_port(&socket);
+                socket.bind(&SocketAddr::new(ip, 0).into())?;
+                match socket.connect(&addr.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                TcpStream::from_std(socket.into())
+            }
+        };
+        let gen = self.next_gen;
+        self.next_gen = gen.wrapping_add(1);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Connection::new(stream, state, gen, None);
+        conn.phase = Phase::Connecting;
+        conn.interest = READABLE | WRITABLE;
+        self.registry.register(
+            &mut conn.stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(conn);
+        self.stats.open_outgoing += 1;
+        trace!(target: IO, "conn {key} connect {addr} in progress");
+        Ok(ConnId { key, gen })
+    }
+
+    /// Arms a deadline that belongs to the handler, not to a connection: `on_loop_timer(tag)`
+    /// runs once it passes. There is no cancel; a handler ignores a tag it no longer wants.
+    pub(crate) fn set_loop_timer(&mut self, after: Duration, tag: u32) {
+        let at = self.now + after;
+        self.timers.insert(at, (LOOP_TIMER_OWNER, tag));
+    }
+
     /// Re-registers only when the wanted interest differs from what the poll has (rule 4).
     fn update_interest(&mut self, key: usize) {
         let Some(c) = self.conns.get_mut(key) else {
@@ -562,50 +620,15 @@ impl<H: Handler> EventLoop<H> {
 
     /// Starts a non-blocking outgoing connection (the client side of the loop, used by the load
     /// generator). `on_open` runs once it completes; a failure ends in
-    /// `on_close(.., CloseReason::ConnectFailed)`.
+    /// `on_close(.., CloseReason::ConnectFailed)`. From inside a callback, use
+    /// `Context::connect`.
     pub fn connect(
         &mut self,
         addr: SocketAddr,
         from: Option<std::net::IpAddr>,
         state: H::Conn,
     ) -> io::Result<ConnId> {
-        let stream = match from {
-            None => TcpStream::connect(addr)?,
-            Some(ip) => {
-                let socket = socket2::Socket::new(
-                    socket2::Domain::for_address(addr),
-                    socket2::Type::STREAM,
-                    None,
-                )?;
-                socket.set_nonblocking(true)?;
-                // Let the kernel pick the port at connect time, per (src, dst) pair, so each
-                // source address gets the whole ephemeral range.
-                set_bind_address_no_port(&socket);
-                socket.bind(&SocketAddr::new(ip, 0).into())?;
-                match socket.connect(&addr.into()) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-                    Err(e) => return Err(e),
-                }
-                TcpStream::from_std(socket.into())
-            }
-        };
-        let gen = self.core.next_gen;
-        self.core.next_gen = gen.wrapping_add(1);
-        let entry = self.core.conns.vacant_entry();
-        let key = entry.key();
-        let mut conn = Connection::new(stream, state, gen, None);
-        conn.phase = Phase::Connecting;
-        conn.interest = READABLE | WRITABLE;
-        self.core.registry.register(
-            &mut conn.stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        entry.insert(conn);
-        self.core.stats.open_outgoing += 1;
-        trace!(target: IO, "conn {key} connect {addr} in progress");
-        Ok(ConnId { key, gen })
+        self.core.connect(addr, from, state)
     }
 
     /// Stops the loop gracefully on SIGINT and SIGTERM (through a self-pipe registered with the
@@ -1343,6 +1366,11 @@ impl<H: Handler> EventLoop<H> {
         let mut fired = Vec::new();
         self.core.timers.expire(self.core.now, &mut fired);
         for (key, gen) in fired {
+            if key == LOOP_TIMER_OWNER {
+                let (h, mut cx) = self.cx(None);
+                h.on_loop_timer(&mut cx, gen);
+                continue;
+            }
             let Some(c) = self.core.conns.get_mut(key) else {
                 continue;
             };
@@ -1351,7 +1379,8 @@ impl<H: Handler> EventLoop<H> {
             }
             c.timer = None;
             match c.phase {
-                Phase::Open => {
+                // A deadline armed while connecting is a connect timeout: the handler decides.
+                Phase::Open | Phase::Connecting => {
                     let (h, mut cx) = self.cx(Some(ConnId { key, gen }));
                     h.on_timer(&mut cx);
                 }
@@ -1359,7 +1388,7 @@ impl<H: Handler> EventLoop<H> {
                     debug!("{}: close timed out", self.core.who(key));
                     self.core.close_now(key, None, CloseReason::TimedOut);
                 }
-                Phase::Connecting | Phase::Closed => {}
+                Phase::Closed => {}
             }
         }
     }

@@ -90,8 +90,13 @@ pub trait Handler: Sized {
     /// consumer here; the loop itself does at `Config::max_pending`.
     fn on_write_blocked(&mut self, _cx: &mut Context<'_, Self>, _pending: usize) {}
 
-    /// The deadline armed with `Context::set_timer` passed.
+    /// The deadline armed with `Context::set_timer` passed. For an outgoing connection still
+    /// connecting, this is its connect timeout (abort it, or leave it to the kernel's).
     fn on_timer(&mut self, _cx: &mut Context<'_, Self>) {}
+
+    /// A deadline armed with `Context::set_loop_timer(_, tag)` passed. `cx.current()` is
+    /// `None`: such a deadline belongs to no connection (a reconnect backoff, say).
+    fn on_loop_timer(&mut self, _cx: &mut Context<'_, Self>, _tag: u32) {}
 
     /// The connection is gone; its state is handed back. `cx.current()` is `None` here.
     fn on_close(
@@ -218,6 +223,23 @@ impl<'a, H: Handler> Context<'a, H> {
     /// Arms the connection's one deadline `after` from now, replacing any earlier one.
     pub fn set_timer(&mut self, id: ConnId, after: Duration) {
         self.core.set_timer(id, after);
+    }
+
+    /// Arms a deadline of the handler's own, `after` from now, reported as
+    /// `Handler::on_loop_timer(tag)`: for timing that outlives any one connection, such as the
+    /// backoff before reconnecting to a server that is down. It cannot be cancelled; a handler
+    /// ignores a tag it no longer wants.
+    pub fn set_loop_timer(&mut self, after: Duration, tag: u32) {
+        self.core.set_loop_timer(after, tag);
+    }
+
+    /// Starts a non-blocking outgoing connection to `addr` with the initial `state` (the
+    /// in-callback twin of `EventLoop::connect`). `on_open` runs once it completes; a failure
+    /// ends in `on_close(.., CloseReason::ConnectFailed)`. A timer armed on the returned id
+    /// before then is a connect timeout (`on_timer`). Errors here are immediate ones (no
+    /// descriptors, unreachable network); nothing blocks, and `addr` is an address, not a name.
+    pub fn connect(&mut self, addr: SocketAddr, state: H::Conn) -> std::io::Result<ConnId> {
+        self.core.connect(addr, None, state)
     }
 
     /// Disarms the connection's deadline.

@@ -463,7 +463,7 @@ impl Server {
             "{{\"connections\": {{{}}}, \"accepted_total\": {}, \"bytes_read\": {}, \
              \"bytes_written\": {}, \"loop_iterations\": {}, \"tasks_queued\": {}, \
              \"tasks_in_flight\": {}, \"tasks_done\": {}, \"tasks_failed\": {}, \
-             \"uptime_s\": {:.3}, \"pid\": {}}}",
+             \"uptime_s\": {:.3}, \"pid\": {}{}}}",
             conns.join(", "),
             s.accepted_total,
             s.bytes_read,
@@ -474,7 +474,8 @@ impl Server {
             self.tasks.done,
             self.tasks.failed,
             s.started.elapsed().as_secs_f64(),
-            std::process::id()
+            std::process::id(),
+            self.redis_stats_json()
         )
     }
 

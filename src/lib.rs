@@ -56,6 +56,7 @@ pub mod json;
 pub mod line;
 pub mod load;
 pub mod out_queue;
+pub mod redis;
 pub mod server;
 pub mod sys;
 pub mod timer;

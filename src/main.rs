@@ -38,6 +38,7 @@ serve options:
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
   --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
   --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
+  --redis redis://IP:PORT[/db]  relay /ws and line broadcasts through Redis pub/sub [off]
 ";
 
 fn main() -> ExitCode {
@@ -138,6 +139,7 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
             Long("ws-max-pending") => cfg.web.ws_max_pending = parser.value()?.parse()?,
             Long("broadcast-format") => cfg.web.broadcast_format = parser.value()?.string()?,
             Long("allowed-origin") => cfg.web.allowed_origins.push(parser.value()?.string()?),
+            Long("redis") => cfg.redis = Some(parser.value()?.string()?.parse()?),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());

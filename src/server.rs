@@ -7,11 +7,14 @@
 //! - **line**: echo each line, or broadcast it to every other line client; `exit` closes.
 //! - **http**: HTTP/1.1 routes and uploads (`http_service`) and WebSocket upgrades
 //!   (`ws_service`).
+//! - **redis** (outgoing, with `--redis`): broadcasts relayed to and from other processes
+//!   (`redis::link`).
 
 use crate::event_loop::{Config, EventLoop, ListenerId};
 use crate::handler::{CloseReason, ConnId, Context, Handler};
 use crate::http_service::{HttpConn, Tasks};
 use crate::line::{next_line, LineTooLong, TOO_LONG_REPLY};
+use crate::redis::{Group, RedisLink, RedisUrl, Role};
 use crate::upload_store::{TaskUpdate, UploadStore};
 use crate::ws_service::WsConn;
 use log::{debug, info, warn};
@@ -72,6 +75,8 @@ pub struct ServeConfig {
     pub reuse_port: bool,
     /// HTTP and WebSocket settings.
     pub web: WebConfig,
+    /// Relay broadcasts through Redis pub/sub to other processes (`--redis`).
+    pub redis: Option<RedisUrl>,
     /// The loop's own tunables.
     pub loop_config: Config,
 }
@@ -88,6 +93,7 @@ impl Default for ServeConfig {
             idle_timeout: None,
             reuse_port: false,
             web: WebConfig::default(),
+            redis: None,
             loop_config: Config::default(),
         }
     }
@@ -152,6 +158,8 @@ pub enum Conn {
     Http(Option<Box<HttpConn>>),
     /// A WebSocket connection (after the upgrade). `None` only while a callback holds it.
     Ws(Option<Box<WsConn>>),
+    /// One of our two outgoing connections to Redis (`Server::redis` holds their state).
+    Redis(Role),
 }
 
 /// Messages worker threads send back to the loop.
@@ -180,6 +188,8 @@ pub struct Server {
     pub(crate) store: Option<UploadStore>,
     /// Background tasks and their status.
     pub(crate) tasks: Tasks,
+    /// The Redis links, with `--redis`.
+    pub(crate) redis: Option<RedisLink>,
 }
 
 impl Server {
@@ -190,7 +200,6 @@ impl Server {
         let greeting: &'static [u8] =
             Box::leak(format!("{}\n", config.greeting).into_boxed_str()).as_bytes();
         Server {
-            config,
             greeting,
             protocols: Vec::new(),
             line_clients: Vec::new(),
@@ -198,6 +207,8 @@ impl Server {
             ws_open: 0,
             store: None,
             tasks: Tasks::default(),
+            redis: config.redis.clone().map(RedisLink::new),
+            config,
         }
     }
 
@@ -247,6 +258,7 @@ impl Server {
             })?;
             ev.handler_mut().store = Some(store);
         }
+        ev.with_context(|h, cx| h.redis_start(cx));
         Ok((ev, bound))
     }
 
@@ -281,6 +293,31 @@ impl Server {
         out
     }
 
+    /// Pushes `line` (plus `\n`, one shared allocation) to every line client but `except`
+    /// (the sender, when it is ours; a line from another process goes to all).
+    pub(crate) fn line_deliver(
+        &mut self,
+        cx: &mut Context<'_, Self>,
+        line: &[u8],
+        except: Option<ConnId>,
+    ) {
+        if self.line_clients.is_empty() {
+            return;
+        }
+        let mut msg = Vec::with_capacity(line.len() + 1);
+        msg.extend_from_slice(line);
+        msg.push(b'\n');
+        let msg: Rc<[u8]> = msg.into();
+        let others: Vec<ConnId> = self
+            .line_clients
+            .iter()
+            .copied()
+            .filter(|&c| Some(c) != except)
+            .collect();
+        let n = cx.broadcast(&others, msg);
+        debug!(target: "readyloop::line", "line pushed to {n} clients");
+    }
+
     fn line_data(&mut self, cx: &mut Context<'_, Self>, data: &[u8]) -> usize {
         let id = cx.id();
         self.arm_idle(cx);
@@ -300,18 +337,8 @@ impl Server {
                             cx.send_copy(id, b"\n");
                         }
                         LineMode::Broadcast => {
-                            let mut msg = Vec::with_capacity(line.len() + 1);
-                            msg.extend_from_slice(line);
-                            msg.push(b'\n');
-                            let msg: Rc<[u8]> = msg.into();
-                            let others: Vec<ConnId> = self
-                                .line_clients
-                                .iter()
-                                .copied()
-                                .filter(|&c| c != id)
-                                .collect();
-                            let n = cx.broadcast(&others, msg);
-                            debug!(target: "readyloop::line", "conn {id} line pushed to {n} clients");
+                            self.line_deliver(cx, line, Some(id));
+                            self.redis_publish(cx, Group::Line, line);
                         }
                     }
                 }
@@ -356,6 +383,7 @@ impl Handler for Server {
             }
             Conn::Http(_) => self.http_open(cx),
             Conn::Ws(_) => {}
+            &mut Conn::Redis(role) => self.redis_open(cx, role),
         }
     }
 
@@ -366,6 +394,7 @@ impl Handler for Server {
             Conn::Line => self.line_data(cx, data),
             Conn::Http(_) => self.http_data(cx, data),
             Conn::Ws(_) => self.ws_data(cx, data),
+            &mut Conn::Redis(role) => self.redis_data(cx, role, data),
         }
     }
 
@@ -389,6 +418,7 @@ impl Handler for Server {
         match cx.state() {
             Conn::Http(_) => self.http_timer(cx),
             Conn::Ws(_) => self.ws_timer(cx),
+            &mut Conn::Redis(role) => self.redis_timer(cx, role),
             _ => {
                 info!("conn {id}: idle timeout, closing");
                 cx.close(id);
@@ -396,7 +426,7 @@ impl Handler for Server {
         }
     }
 
-    fn on_close(&mut self, _cx: &mut Context<'_, Self>, id: ConnId, state: Conn, why: CloseReason) {
+    fn on_close(&mut self, cx: &mut Context<'_, Self>, id: ConnId, state: Conn, why: CloseReason) {
         match state {
             Conn::Line if self.config.line_mode == LineMode::Broadcast => {
                 self.line_clients.retain(|&c| c != id);
@@ -404,8 +434,13 @@ impl Handler for Server {
             }
             Conn::Http(Some(http)) => self.http_closed(id, *http, why),
             Conn::Ws(ws) => self.ws_closed(id, ws, why),
+            Conn::Redis(role) => self.redis_closed(cx, id, role, why),
             _ => {}
         }
+    }
+
+    fn on_loop_timer(&mut self, cx: &mut Context<'_, Self>, tag: u32) {
+        self.redis_retry(cx, tag);
     }
 
     fn on_message(&mut self, _cx: &mut Context<'_, Self>, msg: Message) {
@@ -421,6 +456,7 @@ impl Handler for Server {
                 // one whose head is still arriving is refused now.
                 Some(Conn::Http(Some(_))) => self.http_shutdown(cx, id),
                 Some(Conn::Ws(_)) => self.ws_going_away(cx, id),
+                Some(&mut Conn::Redis(role)) => self.redis_shutdown(cx, id, role),
                 _ => cx.close(id),
             }
         }

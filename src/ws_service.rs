@@ -14,6 +14,7 @@
 
 use crate::handler::{CloseReason, ConnId, Context};
 use crate::out_queue::Chunk;
+use crate::redis::Group;
 use crate::server::{Conn, Server};
 use crate::ws::close::{close_payload, CloseCode};
 use crate::ws::frame::{frame, OpCode};
@@ -138,8 +139,15 @@ impl Server {
     }
 
     /// Sends `📢 새로운 알림: {text}` (the `--broadcast-format`) to every `/ws` client, sender
-    /// included: one formatted string, one encoded frame, shared by every queue.
+    /// included, and hands it to Redis for the other processes (with `--redis`).
     fn ws_broadcast(&mut self, cx: &mut Context<'_, Self>, text: &str) {
+        self.ws_deliver(cx, text);
+        self.redis_publish(cx, Group::Ws, text.as_bytes());
+    }
+
+    /// Delivers `text` to this process' `/ws` clients (from a local sender, or from another
+    /// process through Redis): one formatted string, one encoded frame, shared by every queue.
+    pub(crate) fn ws_deliver(&mut self, cx: &mut Context<'_, Self>, text: &str) {
         let formatted = self.config.web.broadcast_format.replace("{}", text);
         let shared: Rc<[u8]> = frame(OpCode::Text, formatted.as_bytes()).into();
         for &client in &self.ws_clients {

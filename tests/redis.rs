@@ -1,0 +1,407 @@
+//! Broadcast across processes through a real Redis: several `readyloop serve` processes share
+//! one `redis-server` (exactly the "several machines" case; `--workers N` is the same on one
+//! machine), with clients spread across them.
+//!
+//! These tests need Debian's `redis-server`, so they are `#[ignore]`d in the plain `cargo test`
+//! (which must pass on a machine with nothing installed by hand); `.ci/run` installs it and runs
+//! `cargo test --test redis -- --ignored`. Run without `redis-server`, they fail and say so.
+
+mod common;
+
+use common::{Options, Server};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
+
+const PROCESSES: usize = 3;
+const PREFIX: &str = "📢 새로운 알림: ";
+/// How long a client waits for a message that should come.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long it listens for a message that should not come (a duplicate, or the sender's own).
+const QUIET: Duration = Duration::from_millis(400);
+
+/// A `redis-server` on a free loopback port, with no persistence, killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis { child: None, port };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need it; install it with \
+                     `apt-get install -y redis-server` (.ci/run does)"
+                )
+            });
+        self.child = Some(child);
+        let end = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut pong = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut pong).is_ok()
+                    && &pong == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "redis-server did not come up on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `readyloop serve` with HTTP and line broadcast, relaying through `redis`.
+fn serve(redis: &Redis, dir: &std::path::Path) -> Server {
+    let dir = dir.to_str().unwrap().to_string();
+    let url = redis.url();
+    Server::start_with(
+        &[
+            "--hello",
+            "off",
+            "--line-mode",
+            "broadcast",
+            "--ws-ping",
+            "0",
+            "--upload-dir",
+            &dir,
+            "--redis",
+            &url,
+        ],
+        Options {
+            rust_log: Some("readyloop=info".into()),
+            ..Options::default()
+        },
+    )
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("readyloop-redis-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `GET /stats`, the body.
+fn stats(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// A number field of the `/stats` JSON.
+fn stat(addr: SocketAddr, field: &str) -> String {
+    let body = stats(addr);
+    let key = format!("\"{field}\": ");
+    let at = body
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {field} in {body}"))
+        + key.len();
+    body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+fn wait_connected(servers: &[Server], want: bool) {
+    let end = Instant::now() + PATIENCE;
+    for s in servers {
+        let addr = s.http.unwrap();
+        while stat(addr, "redis_connected") != want.to_string() {
+            assert!(
+                Instant::now() < end,
+                "redis_connected never became {want}: {}\n{}",
+                stats(addr),
+                s.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+type Ws = WebSocket<TcpStream>;
+
+fn ws_connect(addr: SocketAddr) -> Ws {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    ws
+}
+
+/// Reads text messages until `want` arrived (or `PATIENCE` passed), then listens `QUIET` more
+/// for anything extra. Returns everything received.
+fn ws_collect(ws: &mut Ws, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let end = Instant::now() + PATIENCE;
+    let mut quiet_until = None;
+    loop {
+        let now = Instant::now();
+        if got.len() >= want && quiet_until.is_none() {
+            quiet_until = Some(now + QUIET);
+        }
+        if quiet_until.is_some_and(|q| now >= q) || now >= end {
+            return got;
+        }
+        match ws.read() {
+            Ok(Message::Text(t)) => got.push(t.to_string()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("ws read: {e}"),
+        }
+    }
+}
+
+/// A line client with a buffered reader.
+struct LineClient {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl LineClient {
+    fn connect(addr: SocketAddr) -> LineClient {
+        let w = TcpStream::connect(addr).unwrap();
+        w.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        LineClient {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Like `ws_collect`, for lines.
+    fn collect(&mut self, want: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut partial = String::new();
+        let end = Instant::now() + PATIENCE;
+        let mut quiet_until = None;
+        loop {
+            let now = Instant::now();
+            if got.len() >= want && quiet_until.is_none() {
+                quiet_until = Some(now + QUIET);
+            }
+            if quiet_until.is_some_and(|q| now >= q) || now >= end {
+                return got;
+            }
+            match self.r.read_line(&mut partial) {
+                Ok(0) => panic!("line connection closed"),
+                Ok(_) if partial.ends_with('\n') => {
+                    got.push(partial.trim_end().to_string());
+                    partial.clear();
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("line read: {e}"),
+            }
+        }
+    }
+}
+
+/// Counts each distinct message; asserts every expected one came exactly once and nothing else.
+fn assert_exactly_once(who: &str, got: &[String], expected: &[String]) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for m in got {
+        *counts.entry(m.as_str()).or_default() += 1;
+    }
+    for m in expected {
+        assert_eq!(
+            counts.remove(m.as_str()),
+            Some(1),
+            "{who}: {m:?} not received exactly once; got {got:?}"
+        );
+    }
+    assert!(counts.is_empty(), "{who}: unexpected messages {counts:?}");
+}
+
+#[test]
+#[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
+fn ws_broadcast_reaches_every_client_of_every_process_exactly_once() {
+    let redis = Redis::start();
+    let dir = temp_dir("ws");
+    let servers: Vec<Server> = (0..PROCESSES).map(|_| serve(&redis, &dir)).collect();
+    wait_connected(&servers, true);
+    // Three clients per process; the first client of each process sends.
+    let mut clients: Vec<(usize, Ws)> = Vec::new();
+    for (p, s) in servers.iter().enumerate() {
+        for _ in 0..3 {
+            clients.push((p, ws_connect(s.http.unwrap())));
+        }
+    }
+    const PER_SENDER: usize = 5;
+    let mut expected = Vec::new();
+    for seq in 0..PER_SENDER {
+        for p in 0..PROCESSES {
+            let text = format!("from p{p} #{seq}");
+            clients[p * 3].1.send(Message::text(text.clone())).unwrap();
+            expected.push(format!("{PREFIX}{text}"));
+        }
+    }
+    for (i, (p, ws)) in clients.iter_mut().enumerate() {
+        let got = ws_collect(ws, expected.len());
+        assert_exactly_once(&format!("ws client {i} of process {p}"), &got, &expected);
+    }
+    for s in &servers {
+        let addr = s.http.unwrap();
+        assert_eq!(stat(addr, "redis_unrelayed"), "0");
+        assert_eq!(stat(addr, "redis_published"), PER_SENDER.to_string());
+        assert_eq!(
+            stat(addr, "redis_received"),
+            ((PROCESSES - 1) * PER_SENDER).to_string()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
+fn line_broadcast_reaches_every_other_client_once_and_never_the_sender() {
+    let redis = Redis::start();
+    let dir = temp_dir("line");
+    let servers: Vec<Server> = (0..PROCESSES).map(|_| serve(&redis, &dir)).collect();
+    wait_connected(&servers, true);
+    let mut clients: Vec<LineClient> = Vec::new();
+    for s in &servers {
+        for _ in 0..2 {
+            clients.push(LineClient::connect(s.line.unwrap()));
+        }
+    }
+    // Every server has accepted (and registered) its line clients before anything is sent.
+    let end = Instant::now() + PATIENCE;
+    for s in &servers {
+        while stat(s.http.unwrap(), "line") != "2" {
+            assert!(Instant::now() < end, "line clients not accepted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Every client sends, so each is both a sender (must not hear itself) and a receiver.
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); clients.len()];
+    for seq in 0..3 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let line = format!("c{i} #{seq}");
+            c.send(&line);
+            sent[i].push(line);
+        }
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let expected: Vec<String> = sent
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .flat_map(|(_, lines)| lines.iter().cloned())
+            .collect();
+        let got = c.collect(expected.len());
+        assert_exactly_once(
+            &format!("line client {i} (process {})", i / 2),
+            &got,
+            &expected,
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
+fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
+    let mut redis = Redis::start();
+    let dir = temp_dir("restart");
+    let servers: Vec<Server> = (0..2).map(|_| serve(&redis, &dir)).collect();
+    wait_connected(&servers, true);
+    let mut a1 = ws_connect(servers[0].http.unwrap());
+    let mut a2 = ws_connect(servers[0].http.unwrap());
+    let mut b1 = ws_connect(servers[1].http.unwrap());
+    let text = |t: &str| format!("{PREFIX}{t}");
+
+    a1.send(Message::text("before")).unwrap();
+    for (who, ws) in [("a1", &mut a1), ("a2", &mut a2), ("b1", &mut b1)] {
+        assert_exactly_once(who, &ws_collect(ws, 1), &[text("before")]);
+    }
+
+    redis.kill();
+    wait_connected(&servers, false);
+    a1.send(Message::text("during")).unwrap();
+    for (who, ws) in [("a1", &mut a1), ("a2", &mut a2)] {
+        assert_exactly_once(who, &ws_collect(ws, 1), &[text("during")]);
+    }
+    assert_exactly_once(
+        "b1 (other process, Redis down)",
+        &ws_collect(&mut b1, 0),
+        &[],
+    );
+    let a = servers[0].http.unwrap();
+    assert_eq!(stat(a, "redis_unrelayed"), "1", "{}", stats(a));
+
+    redis.spawn();
+    wait_connected(&servers, true);
+    b1.send(Message::text("after")).unwrap();
+    for (who, ws) in [("a1", &mut a1), ("a2", &mut a2), ("b1", &mut b1)] {
+        assert_exactly_once(who, &ws_collect(ws, 1), &[text("after")]);
+    }
+    let log = servers[0].stderr_text();
+    assert!(log.contains("link down"), "the outage is logged:\n{log}");
+    assert!(
+        log.contains("1 messages could not be relayed"),
+        "the end of the outage is logged with the count:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
