@@ -45,8 +45,10 @@ pub mod flags {
     pub const IN_FLUSH_LIST: u8 = 8;
     /// Already on the loop's list of connections to read again without waiting for an event.
     pub const IN_READ_LIST: u8 = 16;
-    /// A write came up short since the queue last drained (`on_drained` is owed).
+    /// The socket refused bytes and has not taken a full write since: wait for WRITABLE.
     pub const WRITE_BLOCKED: u8 = 32;
+    /// A write came up short since the queue last drained: `on_drained` is owed.
+    pub const DRAIN_OWED: u8 = 64;
 }
 
 /// The buffers of a busy connection.

@@ -1269,6 +1269,9 @@ impl<H: Handler> EventLoop<H> {
                         return;
                     }
                     trace!(target: IO, "{} write {n} of {asked} in {count} pieces", self.core.who(key));
+                    // The socket took all it was offered: it is not blocked, whether or not the
+                    // queue drains in this flush (the write budget may stop us first).
+                    self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "{} write WouldBlock, {pending} pending", self.core.who(key));
@@ -1292,7 +1295,7 @@ impl<H: Handler> EventLoop<H> {
     /// in one iteration says nothing about any one reader.
     fn write_blocked(&mut self, key: usize) {
         let c = &mut self.core.conns[key];
-        c.flags |= flags::WRITE_BLOCKED;
+        c.flags |= flags::WRITE_BLOCKED | flags::DRAIN_OWED;
         let pending = c.pending();
         if pending > self.core.config.max_pending {
             warn!(
@@ -1328,8 +1331,8 @@ impl<H: Handler> EventLoop<H> {
     fn output_drained(&mut self, key: usize) {
         self.core.release_buffers(key);
         let c = &mut self.core.conns[key];
-        let was_blocked = c.has(flags::WRITE_BLOCKED);
-        c.flags &= !flags::WRITE_BLOCKED;
+        let was_blocked = c.has(flags::DRAIN_OWED);
+        c.flags &= !(flags::WRITE_BLOCKED | flags::DRAIN_OWED);
         if c.has(flags::PAUSED_BY_LOOP) {
             self.resume_after_drain(key);
         }

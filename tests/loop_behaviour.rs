@@ -244,7 +244,16 @@ fn sigterm_flushes_queued_output_then_exits_zero() {
     let hello = server.hello();
     let refused = |addr| loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            // Refused; or reset, when the handshake landed in the backlog just before the
+            // listener closed (the kernel then resets what it had queued).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return
+            }
             Err(e) => panic!("connect after SIGTERM: {e}"),
             Ok(_) => {
                 assert!(
