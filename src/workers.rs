@@ -517,6 +517,8 @@ pub fn supervise(
         for sig in signals.pending() {
             match sig {
                 signal_hook::consts::SIGUSR1 => {
+                    // Asked for explicitly, so printed whatever RUST_LOG says.
+                    let mut err = io::stderr().lock();
                     for (i, s) in slots.iter().enumerate() {
                         let pid = s.child.as_ref().map_or(0, |c| c.id());
                         let c: Vec<String> = CONN_NAMES
@@ -524,8 +526,9 @@ pub fn supervise(
                             .enumerate()
                             .map(|(k, n)| format!("{n} {}", stats.get(i, W_CONNS + k)))
                             .collect();
-                        info!(
-                            "worker {i} pid {pid}: restarts {}, connections {}, accepted {}, read {} B, written {} B",
+                        let _ = writeln!(
+                            err,
+                            "readyloop: worker {i} pid {pid}: restarts {}, connections {}, accepted {}, read {} B, written {} B",
                             s.restarts,
                             c.join(" "),
                             stats.get(i, W_ACCEPTED),
@@ -533,7 +536,7 @@ pub fn supervise(
                             stats.get(i, W_WRITTEN),
                         );
                     }
-                    info!("all workers: {}", summed_json(&stats, None));
+                    let _ = writeln!(err, "readyloop: all workers: {}", summed_json(&stats, None));
                 }
                 sig => {
                     if shutdown_deadline.is_none() {
@@ -635,4 +638,37 @@ pub fn supervise(
     }
     drop(reserved);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summed_view_adds_live_workers_only() {
+        let (_fd, stats) = SharedStats::create(3).unwrap();
+        assert_eq!(stats.slots(), 3);
+        for (i, pid) in [(0, 100u64), (2, 102)] {
+            let slot = stats.slot(i);
+            slot[W_PID].store(pid, Ordering::Relaxed);
+            slot[W_STARTED_MS].store(unix_ms(), Ordering::Relaxed);
+            slot[W_CONNS + 2].store(10 + i as u64, Ordering::Relaxed); // line
+            slot[W_ACCEPTED].store(1000, Ordering::Relaxed);
+        }
+        // Slot 1 holds a dead worker's leftovers, cleared by the parent.
+        stats.slot(1)[W_ACCEPTED].store(7, Ordering::Relaxed);
+        stats.clear(1);
+        let json = summed_json(&stats, Some(2));
+        assert!(
+            json.starts_with("{\"workers\": 3, \"workers_live\": 2, \"answered_by\": 2"),
+            "{json}"
+        );
+        assert!(json.contains("\"line\": 22"), "{json}");
+        assert!(json.contains("\"accepted_total\": 2000"), "{json}");
+        assert!(
+            json.contains("\"pid\": 100") && json.contains("\"pid\": 102"),
+            "{json}"
+        );
+        assert!(!json.contains("\"worker\": 1,"), "{json}");
+    }
 }
