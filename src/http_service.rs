@@ -428,7 +428,17 @@ impl Server {
         match path {
             "/" if get => respond(Response::new(200, "text/html; charset=utf-8", CHAT_PAGE)),
             "/healthz" if get => respond(Response::new(200, "text/plain; charset=utf-8", "ok")),
-            "/stats" if get => respond(Response::json(200, self.stats_json(cx))),
+            "/stats" if get => {
+                // `?all=1`: every worker of `serve --workers N` summed (crate::workers).
+                let all = head.query.as_deref().and_then(|q| query_param(q, "all"));
+                let summed = (all.as_deref() == Some("1"))
+                    .then(|| crate::workers::all_stats_json(self, cx))
+                    .flatten();
+                respond(Response::json(
+                    200,
+                    summed.unwrap_or_else(|| self.stats_json(cx)),
+                ))
+            }
             "/" | "/healthz" | "/stats" => {
                 respond(Response::text(405, "method not allowed").header("Allow", "GET, HEAD"))
             }

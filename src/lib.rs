@@ -61,6 +61,7 @@ pub mod server;
 pub mod sys;
 pub mod timer;
 pub mod upload_store;
+pub mod workers;
 pub mod ws;
 pub mod ws_service;
 

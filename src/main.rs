@@ -39,12 +39,22 @@ serve options:
   --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
   --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
   --redis redis://IP:PORT[/db]  relay /ws and line broadcasts through Redis pub/sub [off]
+  --workers N                N worker processes sharing the ports (SO_REUSEPORT) [off]
 ";
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp(None)
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp(None);
+    // A worker of `serve --workers N` tags its lines with its index (they share stderr).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(i) = args.windows(2).find(|w| w[0] == "--worker-index") {
+        let tag = format!("w{}", i[1].to_string_lossy());
+        logger.format(move |buf, r| {
+            writeln!(buf, "[{:<5} {} {tag}] {}", r.level(), r.target(), r.args())
+        });
+    }
+    logger.init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -61,9 +71,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(c) if !c.starts_with('-') => (c.to_string(), args[1..].to_vec()),
         _ => ("serve".to_string(), args),
     };
+    let serve_args = rest.clone();
     let mut parser = lexopt::Parser::from_args(rest);
     match command.as_str() {
-        "serve" => serve(&mut parser),
+        "serve" => serve(&mut parser, serve_args),
         "client" => {
             let addr: SocketAddr = parser.value()?.parse()?;
             readyloop::client::run(addr)?;
@@ -105,10 +116,20 @@ fn positive(v: std::ffi::OsString) -> Result<usize, Box<dyn std::error::Error>> 
     Ok(n)
 }
 
-fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(
+    parser: &mut lexopt::Parser,
+    args: Vec<std::ffi::OsString>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = ServeConfig::default();
+    let mut workers: Option<usize> = None;
+    // Hidden: set by the parent of `--workers` on each worker it starts.
+    let mut worker: Option<usize> = None;
+    let mut stats_fd: i32 = -1;
     while let Some(arg) = parser.next()? {
         match arg {
+            Long("workers") => workers = Some(positive(parser.value()?)?),
+            Long("worker-index") => worker = Some(parser.value()?.parse()?),
+            Long("stats-fd") => stats_fd = parser.value()?.parse()?,
             Long("http") => cfg.http = addr_or_off(parser.value()?)?,
             Long("line") => cfg.line = addr_or_off(parser.value()?)?,
             Long("hello") => cfg.hello = addr_or_off(parser.value()?)?,
@@ -158,6 +179,15 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
         }
         Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {e}"),
     }
+    match (worker, workers) {
+        (Some(index), _) => {
+            readyloop::workers::join(index, stats_fd)
+                .map_err(|e| format!("worker {index}: stats fd {stats_fd}: {e}"))?;
+            cfg.reuse_port = true;
+        }
+        (None, Some(n)) => return readyloop::workers::supervise(&cfg, n, args),
+        (None, None) => {}
+    }
     let (mut ev, bound) = Server::bind(cfg)?;
     let mut out = std::io::stdout().lock();
     for (proto, addr) in &bound {
@@ -166,7 +196,11 @@ fn serve(parser: &mut lexopt::Parser) -> Result<(), Box<dyn std::error::Error>> 
     out.flush()?;
     drop(out);
     ev.handle_signals()?;
-    ev.run()?;
+    if worker.is_some() {
+        readyloop::workers::run_worker(&mut ev)?;
+    } else {
+        ev.run()?;
+    }
     ev.handler_mut().finish();
     Ok(())
 }
