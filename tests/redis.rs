@@ -405,3 +405,115 @@ fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `GET /stats?all=1` from a `--workers` server, the body.
+fn stats_all(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /stats?all=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The open `/ws` connections of each worker, from the `per_worker` list of `?all=1`.
+fn ws_per_worker(body: &str) -> Vec<u64> {
+    let Some((_, list)) = body.split_once("\"per_worker\": [") else {
+        return Vec::new();
+    };
+    list.split("{\"worker\": ")
+        .skip(1)
+        .map(|entry| {
+            let at = entry.find("\"ws\": ").map(|i| i + 6).unwrap_or(entry.len());
+            entry[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
+fn three_workers_relay_every_ws_message_to_every_client_exactly_once() {
+    const CLIENTS: usize = 30;
+    let redis = Redis::start();
+    let dir = temp_dir("workers");
+    let url = redis.url();
+    let server = Server::start_with(
+        &[
+            "--workers",
+            "3",
+            "--hello",
+            "off",
+            "--line",
+            "off",
+            "--ws-ping",
+            "0",
+            "--upload-dir",
+            dir.to_str().unwrap(),
+            "--redis",
+            &url,
+        ],
+        Options {
+            rust_log: Some("readyloop=info".into()),
+            ..Options::default()
+        },
+    );
+    let addr = server.http.unwrap();
+    let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| ws_connect(addr)).collect();
+    // The kernel spreads connections over the workers by a hash of the 4-tuple: with 30
+    // clients every worker gets some (all on two of three: probability ~1e-5). The shared
+    // counters are at most a second old.
+    let end = Instant::now() + PATIENCE;
+    let per_worker = loop {
+        let counts = ws_per_worker(&stats_all(addr));
+        if counts.iter().sum::<u64>() == CLIENTS as u64 || Instant::now() > end {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(per_worker.len(), 3, "{}", stats_all(addr));
+    assert_eq!(
+        per_worker.iter().sum::<u64>(),
+        CLIENTS as u64,
+        "{per_worker:?}"
+    );
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "clients not spread over the workers: {per_worker:?}"
+    );
+    // Each worker's Redis links are up before anyone sends (each worker logs it).
+    let end = Instant::now() + PATIENCE;
+    let links_up = |log: &str| {
+        log.matches("subscriber link up").count() >= 3
+            && log.matches("publisher link up").count() >= 3
+    };
+    while !links_up(&server.stderr_text()) {
+        assert!(
+            Instant::now() < end,
+            "not every worker connected to Redis:\n{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Five senders, spread over whatever workers they landed on.
+    let mut expected = Vec::new();
+    for seq in 0..4 {
+        for sender in [0, 7, 14, 21, 28] {
+            let text = format!("from client {sender} #{seq}");
+            clients[sender].send(Message::text(text.clone())).unwrap();
+            expected.push(format!("{PREFIX}{text}"));
+        }
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let got = ws_collect(ws, expected.len());
+        assert_exactly_once(&format!("ws client {i}"), &got, &expected);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
