@@ -34,6 +34,9 @@ const LOG: &str = "readyloop::http";
 const UPLOAD_PIECE: usize = 64 * 1024;
 /// When the worker's queue is full, try again after this long (one timer tick).
 const STALL_RETRY: Duration = Duration::from_millis(10);
+/// A request body must bring this many bytes (1 KiB) per `--header-timeout` to keep its
+/// connection: at the default 10 s, at least ~100 bytes/s.
+const MIN_BODY_PROGRESS: usize = 1024;
 /// Finished tasks remembered for `GET /tasks/ID`: the newest 10,000 (about 1 MiB).
 const TASKS_KEPT: usize = 10_000;
 
@@ -45,6 +48,8 @@ const CHAT_PAGE: &[u8] = include_bytes!("chat.html");
 pub struct HttpConn {
     parser: RequestParser,
     request: Option<Request>,
+    /// Body bytes received since the request deadline was last pushed back.
+    body_progress: usize,
 }
 
 #[derive(Debug)]
@@ -286,6 +291,7 @@ impl Server {
                 Box::new(HttpConn {
                     parser: RequestParser::new(self.limits()),
                     request: None,
+                    body_progress: 0,
                 })
             }
         };
@@ -623,8 +629,14 @@ impl Server {
 
     fn on_body(&mut self, cx: &mut Context<'_, Self>, st: &mut HttpConn, bytes: &[u8]) -> Step {
         let id = cx.id();
-        // Body bytes keep the request alive: the deadline restarts with each piece.
-        cx.set_timer(id, self.config.web.header_timeout);
+        // Body bytes keep the request alive, but only real progress does: the deadline is pushed
+        // back once per `MIN_BODY_PROGRESS` bytes, so a body trickling a byte at a time (the
+        // slowloris of bodies) still times out.
+        st.body_progress += bytes.len();
+        if st.body_progress >= MIN_BODY_PROGRESS {
+            st.body_progress = 0;
+            cx.set_timer(id, self.config.web.header_timeout);
+        }
         let Some(Request {
             kind: Kind::Upload(up),
             ..

@@ -305,6 +305,26 @@ fn slowloris_gets_408_within_the_header_timeout() {
 }
 
 #[test]
+fn a_body_trickling_a_byte_at_a_time_gets_408() {
+    let server = Server::start(&["--header-timeout", "1"]);
+    let mut c = server.connect();
+    c.send(b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+    let start = Instant::now();
+    // One byte every 100 ms: each arrival is activity, but 1 KiB per second is never reached.
+    while start.elapsed() < Duration::from_secs(5) {
+        c.send(b"x");
+        if c.poll_read(Duration::from_millis(100)) {
+            break;
+        }
+    }
+    let r = c.response();
+    let took = start.elapsed();
+    assert_eq!(r.status, 408);
+    c.expect_closed();
+    assert!(took < Duration::from_secs(3), "408 after {took:?}");
+}
+
+#[test]
 fn idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let server = Server::start(&["--keepalive-timeout", "1"]);
     let mut c = server.connect();
