@@ -50,18 +50,25 @@ pub mod client;
 pub mod connection;
 pub mod event_loop;
 pub mod handler;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
 pub mod http_service;
 pub mod json;
 pub mod line;
+#[cfg(feature = "load")]
 pub mod load;
 pub mod out_queue;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod server;
 pub mod sys;
 pub mod timer;
+#[cfg(feature = "http")]
 pub mod upload_store;
+#[cfg(feature = "websocket")]
 pub mod ws;
+#[cfg(feature = "websocket")]
 pub mod ws_service;
 
 pub use event_loop::{Config, EventLoop, Handle, ListenerId, Stats};

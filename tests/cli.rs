@@ -1,5 +1,7 @@
 //! The binary's command line: `readyloop client`, and what bad input does.
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use common::*;
