@@ -6,6 +6,19 @@
 //! [`out_queue`] and [`timer`] (the two data structures the loop leans on), then the
 //! sans-IO codecs ([`line`](mod@line)) and the [`server`] that glues them to the loop.
 //!
+//! # Cargo features
+//!
+//! All on by default. Without any (`default-features = false`) the crate is the loop, the
+//! [`Handler`] API, the line codec, [`server`] with hello and line, [`client`], [`sys`] and
+//! [`json`], on `mio`, `slab`, `log`, `libc`, `socket2` and `signal-hook` alone.
+//! - `http`: HTTP/1.1 on the `--http` listener (`http`, `http_service`, `upload_store`).
+//! - `websocket` (implies `http`): WebSocket upgrades on `/ws` and `/echo` (`ws`, `ws_service`).
+//! - `redis`: broadcasts relayed through Redis pub/sub (`redis`).
+//! - `load` (implies `websocket`): the load generator (`load`).
+//! - `cli`: the `readyloop` binary's argument parsing and logging (`lexopt`, `env_logger`).
+//!
+//! [`server::Server::bind`] refuses an HTTP address in a build without `http`.
+//!
 //! # Embedding
 //!
 //! A server with a custom protocol: the loop runs on the caller's thread, and another thread
