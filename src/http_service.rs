@@ -22,6 +22,7 @@ use crate::http::response::{json_escape, write_error, ResponseWriter, CONTINUE};
 use crate::http::HttpError;
 use crate::server::{Conn, Server};
 use crate::upload_store::{QueueFull, TaskId, TaskStatus, TaskUpdate};
+#[cfg(feature = "websocket")]
 use crate::ws_service::Endpoint;
 use log::{debug, info, warn};
 use std::collections::{HashMap, VecDeque};
@@ -136,6 +137,7 @@ enum Step {
     /// The connection is closing; stop parsing.
     Closed,
     /// The connection became a WebSocket.
+    #[cfg(feature = "websocket")]
     Upgraded(Endpoint),
 }
 
@@ -334,6 +336,7 @@ impl Server {
                     Self::put_http(cx, Some(st));
                     return data.len();
                 }
+                #[cfg(feature = "websocket")]
                 Step::Upgraded(endpoint) => {
                     self.ws_upgraded(cx, endpoint);
                     return used + self.ws_data(cx, &mut data[used..]);
@@ -452,6 +455,7 @@ impl Server {
             "/upload-file" => {
                 respond(Response::text(405, "method not allowed").header("Allow", "POST"))
             }
+            #[cfg(feature = "websocket")]
             "/ws" | "/echo" => self.upgrade(cx, head),
             _ => match path.strip_prefix("/tasks/") {
                 Some(task) if get => {
@@ -466,6 +470,13 @@ impl Server {
                 None => respond(Response::text(404, "not found")),
             },
         }
+    }
+
+    /// The Redis fields of `/stats` in a build without `redis`: the same as a server started
+    /// without `--redis`.
+    #[cfg(not(feature = "redis"))]
+    fn redis_stats_json(&self) -> String {
+        ", \"redis_connected\": false, \"redis_unrelayed\": 0".to_string()
     }
 
     fn stats_json(&self, cx: &Context<'_, Self>) -> String {
@@ -495,6 +506,7 @@ impl Server {
         )
     }
 
+    #[cfg(feature = "websocket")]
     fn upgrade(&mut self, cx: &mut Context<'_, Self>, head: &RequestHead) -> Result<Kind, Step> {
         use crate::ws::handshake;
         let endpoint = if head.path == "/ws" {

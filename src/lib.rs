@@ -6,6 +6,19 @@
 //! [`out_queue`] and [`timer`] (the two data structures the loop leans on), then the
 //! sans-IO codecs ([`line`](mod@line)) and the [`server`] that glues them to the loop.
 //!
+//! # Cargo features
+//!
+//! All on by default. Without any (`default-features = false`) the crate is the loop, the
+//! [`Handler`] API, the line codec, [`server`] with hello and line, [`client`], [`sys`] and
+//! [`json`], on `mio`, `slab`, `log`, `libc`, `socket2` and `signal-hook` alone.
+//! - `http`: HTTP/1.1 on the `--http` listener (`http`, `http_service`, `upload_store`).
+//! - `websocket` (implies `http`): WebSocket upgrades on `/ws` and `/echo` (`ws`, `ws_service`).
+//! - `redis`: broadcasts relayed through Redis pub/sub (`redis`).
+//! - `load` (implies `websocket`): the load generator (`load`).
+//! - `cli`: the `readyloop` binary's argument parsing and logging (`lexopt`, `env_logger`).
+//!
+//! [`server::Server::bind`] refuses an HTTP address in a build without `http`.
+//!
 //! # Embedding
 //!
 //! A server with a custom protocol: the loop runs on the caller's thread, and another thread
@@ -50,19 +63,26 @@ pub mod client;
 pub mod connection;
 pub mod event_loop;
 pub mod handler;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
 pub mod http_service;
 pub mod json;
 pub mod line;
+#[cfg(feature = "load")]
 pub mod load;
 pub mod out_queue;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod server;
 pub mod sys;
 pub mod timer;
+#[cfg(feature = "http")]
 pub mod upload_store;
 pub mod workers;
+#[cfg(feature = "websocket")]
 pub mod ws;
+#[cfg(feature = "websocket")]
 pub mod ws_service;
 
 pub use event_loop::{Config, EventLoop, Handle, ListenerId, Stats};

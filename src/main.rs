@@ -80,13 +80,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             readyloop::client::run(addr)?;
             Ok(())
         }
+        #[cfg(feature = "load")]
         "load" => readyloop::load::main(parser.raw_args()?.collect()),
+        #[cfg(not(feature = "load"))]
+        "load" => Err(missing_feature("load", "readyloop load")),
         "help" => {
             print!("{USAGE}");
             Ok(())
         }
         other => Err(format!("unknown command {other:?}\n{USAGE}").into()),
     }
+}
+
+/// The error for a command or flag whose Cargo feature this build left out. (`--http ADDR` is
+/// refused by `Server::bind` itself; `--http off` is accepted by every build.)
+#[cfg(not(all(feature = "load", feature = "redis")))]
+fn missing_feature(feature: &str, what: &str) -> Box<dyn std::error::Error> {
+    format!("{what}: this readyloop was built without the `{feature}` feature").into()
 }
 
 fn addr_or_off(v: std::ffi::OsString) -> Result<Option<SocketAddr>, Box<dyn std::error::Error>> {
@@ -160,7 +170,10 @@ fn serve(
             Long("ws-max-pending") => cfg.web.ws_max_pending = parser.value()?.parse()?,
             Long("broadcast-format") => cfg.web.broadcast_format = parser.value()?.string()?,
             Long("allowed-origin") => cfg.web.allowed_origins.push(parser.value()?.string()?),
+            #[cfg(feature = "redis")]
             Long("redis") => cfg.redis = Some(parser.value()?.string()?.parse()?),
+            #[cfg(not(feature = "redis"))]
+            Long("redis") => return Err(missing_feature("redis", "--redis")),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());

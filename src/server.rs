@@ -12,10 +12,14 @@
 
 use crate::event_loop::{Config, EventLoop, ListenerId};
 use crate::handler::{CloseReason, ConnId, Context, Handler};
+#[cfg(feature = "http")]
 use crate::http_service::{HttpConn, Tasks};
 use crate::line::{next_line, LineTooLong, TOO_LONG_REPLY};
+#[cfg(feature = "redis")]
 use crate::redis::{Group, RedisLink, RedisUrl, Role};
+#[cfg(feature = "http")]
 use crate::upload_store::{TaskUpdate, UploadStore};
+#[cfg(feature = "websocket")]
 use crate::ws_service::WsConn;
 use log::{debug, info, warn};
 use std::io;
@@ -40,6 +44,7 @@ pub enum Protocol {
     /// Newline-framed messages.
     Line,
     /// HTTP/1.1 and WebSocket.
+    #[cfg(feature = "http")]
     Http,
 }
 
@@ -49,6 +54,7 @@ impl Protocol {
         match self {
             Protocol::Hello => "hello",
             Protocol::Line => "line",
+            #[cfg(feature = "http")]
             Protocol::Http => "http",
         }
     }
@@ -57,7 +63,8 @@ impl Protocol {
 /// Configuration of `readyloop serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Listeners to bind, in order; `None` addresses are disabled (`off`).
+    /// Listeners to bind, in order; `None` addresses are disabled (`off`). Without the `http`
+    /// feature the default is `None`, and `bind` refuses `Some` with a message saying so.
     pub http: Option<SocketAddr>,
     /// See `http`.
     pub line: Option<SocketAddr>,
@@ -73,9 +80,10 @@ pub struct ServeConfig {
     pub idle_timeout: Option<Duration>,
     /// SO_REUSEPORT on every listener (worker processes).
     pub reuse_port: bool,
-    /// HTTP and WebSocket settings.
+    /// HTTP and WebSocket settings (unused without an HTTP listener, like with `--http off`).
     pub web: WebConfig,
     /// Relay broadcasts through Redis pub/sub to other processes (`--redis`).
+    #[cfg(feature = "redis")]
     pub redis: Option<RedisUrl>,
     /// The loop's own tunables.
     pub loop_config: Config,
@@ -84,7 +92,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            http: cfg!(feature = "http").then(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
             line: Some(SocketAddr::from(([127, 0, 0, 1], 10000))),
             hello: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
             greeting: "Hello, World!".to_string(),
@@ -93,6 +101,7 @@ impl Default for ServeConfig {
             idle_timeout: None,
             reuse_port: false,
             web: WebConfig::default(),
+            #[cfg(feature = "redis")]
             redis: None,
             loop_config: Config::default(),
         }
@@ -135,7 +144,10 @@ impl Default for WebConfig {
             keepalive_timeout: Duration::from_secs(75),
             upload_dir: "uploads".into(),
             task_threads: 1,
+            #[cfg(feature = "http")]
             task_queue: crate::upload_store::DEFAULT_QUEUE_DEPTH,
+            #[cfg(not(feature = "http"))]
+            task_queue: 0, // no task threads without `http`
             ws_ping: Some(Duration::from_secs(30)),
             max_message: 16 << 20,
             ws_max_pending: 4 << 20,
@@ -155,17 +167,22 @@ pub enum Conn {
     /// A line connection.
     Line,
     /// An HTTP connection: `None` between requests, the request in progress otherwise.
+    #[cfg(feature = "http")]
     Http(Option<Box<HttpConn>>),
     /// A WebSocket connection (after the upgrade). `None` only while a callback holds it.
+    #[cfg(feature = "websocket")]
     Ws(Option<Box<WsConn>>),
     /// One of our two outgoing connections to Redis (`Server::redis` holds their state).
+    #[cfg(feature = "redis")]
     Redis(Role),
 }
 
-/// Messages worker threads send back to the loop.
+/// Messages worker threads send back to the loop (none without `http`, which has the only
+/// worker threads).
 #[derive(Debug)]
 pub enum Message {
     /// A background task changed status.
+    #[cfg(feature = "http")]
     Task(TaskUpdate),
 }
 
@@ -181,14 +198,19 @@ pub struct Server {
     /// Open line connections, in the order they connected (broadcast recipients).
     line_clients: Vec<ConnId>,
     /// Open `/ws` connections (broadcast recipients).
+    #[cfg(feature = "websocket")]
     pub(crate) ws_clients: Vec<ConnId>,
-    /// Open WebSocket connections on any path.
+    /// Open WebSocket connections on any path (for `/stats`; 0 without `websocket`).
+    #[cfg(feature = "http")]
     pub(crate) ws_open: usize,
     /// Saves uploads on worker threads (`None` until `bind` starts it).
+    #[cfg(feature = "http")]
     pub(crate) store: Option<UploadStore>,
     /// Background tasks and their status.
+    #[cfg(feature = "http")]
     pub(crate) tasks: Tasks,
     /// The Redis links, with `--redis`.
+    #[cfg(feature = "redis")]
     pub(crate) redis: Option<RedisLink>,
 }
 
@@ -203,10 +225,15 @@ impl Server {
             greeting,
             protocols: Vec::new(),
             line_clients: Vec::new(),
+            #[cfg(feature = "websocket")]
             ws_clients: Vec::new(),
+            #[cfg(feature = "http")]
             ws_open: 0,
+            #[cfg(feature = "http")]
             store: None,
+            #[cfg(feature = "http")]
             tasks: Tasks::default(),
+            #[cfg(feature = "redis")]
             redis: config.redis.clone().map(RedisLink::new),
             config,
         }
@@ -216,6 +243,13 @@ impl Server {
     /// `(protocol, address)` pairs (real ports where port 0 was asked for). With an HTTP
     /// listener, this also starts the upload worker threads (and creates `--upload-dir`).
     pub fn bind(config: ServeConfig) -> io::Result<(EventLoop<Server>, Vec<Bound>)> {
+        #[cfg(not(feature = "http"))]
+        if let Some(addr) = config.http {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("bind http {addr}: this readyloop was built without the `http` feature"),
+            ));
+        }
         let mut loop_config = config.loop_config.clone();
         // One whole WebSocket message (plus a read's worth) must fit in a connection's input,
         // and its echo in its output.
@@ -223,6 +257,7 @@ impl Server {
         loop_config.max_inbuf = loop_config.max_inbuf.max(message + (1 << 20));
         loop_config.max_pending = loop_config.max_pending.max(2 * message + (1 << 20));
         let wanted = [
+            #[cfg(feature = "http")]
             (Protocol::Http, config.http),
             (Protocol::Line, config.line),
             (Protocol::Hello, config.hello),
@@ -241,6 +276,7 @@ impl Server {
             ev.handler_mut().protocols.push(protocol);
             bound.push((protocol, local));
         }
+        #[cfg(feature = "http")]
         if ev.handler().config.http.is_some() {
             let handle = ev.handle();
             let web = &ev.handler().config.web;
@@ -258,6 +294,7 @@ impl Server {
             })?;
             ev.handler_mut().store = Some(store);
         }
+        #[cfg(feature = "redis")]
         ev.with_context(|h, cx| h.redis_start(cx));
         Ok((ev, bound))
     }
@@ -265,6 +302,7 @@ impl Server {
     /// Stops the upload workers after the loop has ended (they have drained by then unless the
     /// shutdown timed out; queued work is still finished before this returns).
     pub fn finish(&mut self) {
+        #[cfg(feature = "http")]
         if let Some(store) = self.store.take() {
             store.shutdown();
         }
@@ -277,19 +315,24 @@ impl Server {
         }
     }
 
-    /// Open connections per protocol, for `/stats`.
+    /// Open connections per protocol, for `/stats` and the workers' shared counters.
     pub(crate) fn open_connections(&self, cx: &Context<'_, Self>) -> Vec<(&'static str, usize)> {
-        let mut out = vec![("http", 0), ("ws", self.ws_open), ("line", 0), ("hello", 0)];
+        #[cfg(feature = "http")]
+        let ws_open = self.ws_open;
+        #[cfg(not(feature = "http"))]
+        let ws_open = 0;
+        let mut out = vec![("http", 0), ("ws", ws_open), ("line", 0), ("hello", 0)];
         for (i, p) in self.protocols.iter().enumerate() {
             let n = cx.stats().open.get(i).copied().unwrap_or(0);
             let slot = match p {
+                #[cfg(feature = "http")]
                 Protocol::Http => 0,
                 Protocol::Line => 2,
                 Protocol::Hello => 3,
             };
             out[slot].1 += n;
         }
-        out[0].1 = out[0].1.saturating_sub(self.ws_open);
+        out[0].1 = out[0].1.saturating_sub(ws_open);
         out
     }
 
@@ -338,6 +381,7 @@ impl Server {
                         }
                         LineMode::Broadcast => {
                             self.line_deliver(cx, line, Some(id));
+                            #[cfg(feature = "redis")]
                             self.redis_publish(cx, Group::Line, line);
                         }
                     }
@@ -362,6 +406,7 @@ impl Handler for Server {
         Some(match self.protocols.get(listener.0 as usize)? {
             Protocol::Hello => Conn::Hello,
             Protocol::Line => Conn::Line,
+            #[cfg(feature = "http")]
             Protocol::Http => Conn::Http(None),
         })
     }
@@ -381,8 +426,11 @@ impl Handler for Server {
                 }
                 self.arm_idle(cx);
             }
+            #[cfg(feature = "http")]
             Conn::Http(_) => self.http_open(cx),
+            #[cfg(feature = "websocket")]
             Conn::Ws(_) => {}
+            #[cfg(feature = "redis")]
             &mut Conn::Redis(role) => self.redis_open(cx, role),
         }
     }
@@ -392,21 +440,25 @@ impl Handler for Server {
             // A hello client has nothing to say; its bytes are read and dropped.
             Conn::Hello => data.len(),
             Conn::Line => self.line_data(cx, data),
+            #[cfg(feature = "http")]
             Conn::Http(_) => self.http_data(cx, data),
+            #[cfg(feature = "websocket")]
             Conn::Ws(_) => self.ws_data(cx, data),
+            #[cfg(feature = "redis")]
             &mut Conn::Redis(role) => self.redis_data(cx, role, data),
         }
     }
 
     fn on_eof(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
+        #[cfg(feature = "http")]
         if let Conn::Http(_) = cx.state() {
-            self.http_eof(cx);
-        } else {
-            cx.close(id);
+            return self.http_eof(cx);
         }
+        cx.close(id);
     }
 
+    #[cfg(feature = "websocket")]
     fn on_write_blocked(&mut self, cx: &mut Context<'_, Self>, pending: usize) {
         if let Conn::Ws(_) = cx.state() {
             self.ws_write_blocked(cx, pending);
@@ -416,8 +468,11 @@ impl Handler for Server {
     fn on_timer(&mut self, cx: &mut Context<'_, Self>) {
         let id = cx.id();
         match cx.state() {
+            #[cfg(feature = "http")]
             Conn::Http(_) => self.http_timer(cx),
+            #[cfg(feature = "websocket")]
             Conn::Ws(_) => self.ws_timer(cx),
+            #[cfg(feature = "redis")]
             &mut Conn::Redis(role) => self.redis_timer(cx, role),
             _ => {
                 info!("conn {id}: idle timeout, closing");
@@ -426,25 +481,31 @@ impl Handler for Server {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn on_close(&mut self, cx: &mut Context<'_, Self>, id: ConnId, state: Conn, why: CloseReason) {
         match state {
             Conn::Line if self.config.line_mode == LineMode::Broadcast => {
                 self.line_clients.retain(|&c| c != id);
                 debug!(target: "readyloop::line", "conn {id} left ({why:?}, {} line clients)", self.line_clients.len());
             }
+            #[cfg(feature = "http")]
             Conn::Http(Some(http)) => self.http_closed(id, *http, why),
+            #[cfg(feature = "websocket")]
             Conn::Ws(ws) => self.ws_closed(id, ws, why),
+            #[cfg(feature = "redis")]
             Conn::Redis(role) => self.redis_closed(cx, id, role, why),
             _ => {}
         }
     }
 
+    #[cfg(feature = "redis")]
     fn on_loop_timer(&mut self, cx: &mut Context<'_, Self>, tag: u32) {
         self.redis_retry(cx, tag);
     }
 
     fn on_message(&mut self, _cx: &mut Context<'_, Self>, msg: Message) {
         match msg {
+            #[cfg(feature = "http")]
             Message::Task(update) => self.tasks.update(update),
         }
     }
@@ -454,14 +515,18 @@ impl Handler for Server {
             match cx.state_of(id) {
                 // An HTTP request in progress is answered first (the response closes it);
                 // one whose head is still arriving is refused now.
+                #[cfg(feature = "http")]
                 Some(Conn::Http(Some(_))) => self.http_shutdown(cx, id),
+                #[cfg(feature = "websocket")]
                 Some(Conn::Ws(_)) => self.ws_going_away(cx, id),
+                #[cfg(feature = "redis")]
                 Some(&mut Conn::Redis(role)) => self.redis_shutdown(cx, id, role),
                 _ => cx.close(id),
             }
         }
     }
 
+    #[cfg(feature = "http")]
     fn has_pending_work(&self) -> bool {
         self.tasks.in_flight() > 0
     }

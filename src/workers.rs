@@ -218,10 +218,13 @@ pub fn publish(server: &Server, cx: &Context<'_, Server>) {
     set(W_READ, s.bytes_read);
     set(W_WRITTEN, s.bytes_written);
     set(W_ITERATIONS, s.loop_iterations);
-    set(W_TASKS_QUEUED, server.tasks.queued_total);
-    set(W_TASKS_IN_FLIGHT, server.tasks.in_flight());
-    set(W_TASKS_DONE, server.tasks.done);
-    set(W_TASKS_FAILED, server.tasks.failed);
+    #[cfg(feature = "http")]
+    {
+        set(W_TASKS_QUEUED, server.tasks.queued_total);
+        set(W_TASKS_IN_FLIGHT, server.tasks.in_flight());
+        set(W_TASKS_DONE, server.tasks.done);
+        set(W_TASKS_FAILED, server.tasks.failed);
+    }
     set(W_PID, u64::from(std::process::id()));
     set(W_PUBLISHED_MS, unix_ms());
 }
@@ -426,7 +429,11 @@ pub fn supervise(
         listening.push(format!("listening {proto} {local}"));
     }
     // Without a broker, each worker's broadcast audience is its own clients (`--redis` relays).
-    if cfg.redis.is_none() {
+    #[cfg(feature = "redis")]
+    let relayed = cfg.redis.is_some();
+    #[cfg(not(feature = "redis"))]
+    let relayed = false;
+    if !relayed {
         if cfg.line.is_some() && cfg.line_mode == LineMode::Broadcast {
             warn!("--line-mode broadcast with --workers {workers} and no --redis: a line reaches only the clients of the worker that received it");
         }

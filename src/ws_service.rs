@@ -14,6 +14,7 @@
 
 use crate::handler::{CloseReason, ConnId, Context};
 use crate::out_queue::Chunk;
+#[cfg(feature = "redis")]
 use crate::redis::Group;
 use crate::server::{Conn, Server};
 use crate::ws::close::{close_payload, CloseCode};
@@ -142,6 +143,7 @@ impl Server {
     /// included, and hands it to Redis for the other processes (with `--redis`).
     fn ws_broadcast(&mut self, cx: &mut Context<'_, Self>, text: &str) {
         self.ws_deliver(cx, text);
+        #[cfg(feature = "redis")]
         self.redis_publish(cx, Group::Ws, text.as_bytes());
     }
 

@@ -1,5 +1,7 @@
 //! The binary's command line: `readyloop client`, and what bad input does.
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use common::*;
@@ -123,4 +125,39 @@ fn all_listeners_off_prints_no_listening_lines() {
         "stdout: {}",
         String::from_utf8_lossy(&out)
     );
+}
+
+/// A build without a feature refuses what needs it, saying which feature, before binding
+/// anything; `--http off` stays valid everywhere.
+#[test]
+fn left_out_features_are_refused_by_name() {
+    let off = ["--line", "off", "--hello", "off"];
+    let mut refused: Vec<(Vec<&str>, &str)> = Vec::new();
+    if !cfg!(feature = "http") {
+        refused.push((vec!["serve", "--http", "127.0.0.1:0"], "`http` feature"));
+    }
+    if !cfg!(feature = "redis") {
+        refused.push((
+            vec!["serve", "--redis", "redis://127.0.0.1:1"],
+            "`redis` feature",
+        ));
+    }
+    if !cfg!(feature = "load") {
+        refused.push((vec!["load", "echo"], "`load` feature"));
+    }
+    for (mut args, why) in refused {
+        if args[0] == "serve" {
+            args.extend(off);
+        }
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} stdout: {:?}", out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?} stderr: {err}");
+    }
 }

@@ -12,6 +12,8 @@
 //! `GUIDE_TRACE_DUMP=FILE cargo test --test guide_trace` writes the whole log to FILE, which is
 //! how the guide's session was captured.
 
+#![cfg(all(feature = "cli", feature = "websocket"))]
+
 mod common;
 #[path = "ws_common/mod.rs"]
 mod ws_common;

@@ -1,5 +1,7 @@
 //! The hello and line protocols of `readyloop serve`, over real loopback sockets.
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use common::*;

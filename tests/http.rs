@@ -3,6 +3,8 @@
 //! of issue 3, and a table of malformed requests, each answered with the right status and a
 //! close while a keep-alive connection opened earlier keeps working.
 
+#![cfg(all(feature = "cli", feature = "http"))]
+
 mod http_support;
 
 use http_support::*;

@@ -3,6 +3,8 @@
 //! traversal, a one-slot task queue, write errors, clients leaving mid-upload, and the clean-up
 //! of temporary files left by a crash.
 
+#![cfg(all(feature = "cli", feature = "http"))]
+
 mod http_support;
 
 use http_support::*;

@@ -2,6 +2,8 @@
 //! small in-test peers where the server cannot show what is checked (source addresses,
 //! WebSocket modes before the WebSocket server lands). Every run is bounded in time.
 
+#![cfg(all(feature = "cli", feature = "load"))]
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,8 @@
 //! and bounded memory, resets, many connections, descriptor exhaustion, graceful shutdown, and
 //! the trace log.
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use common::*;

@@ -6,6 +6,8 @@
 //! (which must pass on a machine with nothing installed by hand); `.ci/run` installs it and runs
 //! `cargo test --test redis -- --ignored`. Run without `redis-server`, they fail and say so.
 
+#![cfg(all(feature = "cli", feature = "redis", feature = "websocket"))]
+
 mod common;
 
 use common::{Options, Server};

@@ -2,6 +2,8 @@
 //! client for the happy paths and close handshakes, and a raw client (tests/common) for what a
 //! well-behaved client library refuses to send (bad frames, bad close codes, bad handshakes).
 
+#![cfg(all(feature = "cli", feature = "websocket"))]
+
 #[path = "ws_common/mod.rs"]
 mod common;
 

@@ -1,6 +1,8 @@
 //! `readyloop serve --workers N`: several worker processes behind one port each (SO_REUSEPORT),
 //! supervised by the parent. The real binary on loopback, every wait bounded.
 
+#![cfg(all(feature = "cli", feature = "http"))]
+
 mod common;
 
 use common::{connect, echo, wait_timeout, Server, BIN, IO_TIMEOUT};

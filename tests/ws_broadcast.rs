@@ -4,6 +4,8 @@
 //!
 //! The clients are tokio-tungstenite on one current-thread runtime: 1,000 sockets, one thread.
 
+#![cfg(all(feature = "cli", feature = "websocket"))]
+
 #[path = "ws_common/mod.rs"]
 mod common;
 

@@ -516,12 +516,16 @@ impl Server {
                 };
                 redis.received += 1;
                 match group {
+                    #[cfg(feature = "websocket")]
                     Group::Ws => match std::str::from_utf8(msg) {
                         Ok(text) => self.ws_deliver(cx, text),
                         Err(_) => {
                             warn!(target: LOG, "conn {id}: /ws message from redis is not UTF-8, dropped")
                         }
                     },
+                    // A build without `websocket` has no /ws clients to deliver to.
+                    #[cfg(not(feature = "websocket"))]
+                    Group::Ws => {}
                     Group::Line => self.line_deliver(cx, msg, None),
                 }
                 true
@@ -600,6 +604,7 @@ impl Server {
     }
 
     /// The Redis fields of `/stats` (each starts with `, `).
+    #[cfg(feature = "http")]
     pub(crate) fn redis_stats_json(&self) -> String {
         match &self.redis {
             None => ", \"redis_connected\": false, \"redis_unrelayed\": 0".to_string(),

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Footprint of each Cargo feature combination: the stripped release binary's size, and the
+# resident set size of `readyloop serve` right after it printed its `listening` lines (every
+# listener the build has, on port 0, no client connected).
+#
+#   bash benches/footprint.sh        # prints a Markdown table, also written to
+#                                    # target/bench-footprint.md
+#
+# Each combination is a separate `cargo build --release` (the release profile as is: opt-level 3,
+# thin LTO, panic = "abort"; the binary is stripped on a copy, the profile does not strip), plus
+# one row for the `min-size` profile (opt-level "s", fat LTO) of the smallest build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+out=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$out"' EXIT
+page=$(getconf PAGESIZE)
+table=target/bench-footprint.md
+
+# name | cargo flags | profile | serve flags
+combos=(
+  "cli (hello + line)|--no-default-features --features cli|release|--http off"
+  "cli (hello + line), min-size profile|--no-default-features --features cli|min-size|--http off"
+  "cli,http|--no-default-features --features cli,http|release|--http 127.0.0.1:0"
+  "cli,websocket|--no-default-features --features cli,websocket|release|--http 127.0.0.1:0"
+  "cli,websocket,redis|--no-default-features --features cli,websocket,redis|release|--http 127.0.0.1:0"
+  "default (http, websocket, redis, load, cli)||release|--http 127.0.0.1:0"
+)
+
+rows=()
+for combo in "${combos[@]}"; do
+  IFS='|' read -r name flags profile serve <<<"$combo"
+  # shellcheck disable=SC2086 # $flags is a list of words
+  cargo build --quiet --profile "$profile" $flags
+  bin="$out/readyloop"
+  cp "target/$profile/readyloop" "$bin"
+  strip "$bin"
+  size=$(stat -c %s "$bin")
+
+  want=$(( $([ "$serve" = "--http off" ] && echo 2 || echo 3) ))
+  log="$out/stdout"
+  : >"$log"
+  # shellcheck disable=SC2086 # $serve is a list of words
+  RUST_LOG=warn "$bin" serve --line 127.0.0.1:0 --hello 127.0.0.1:0 $serve \
+    --upload-dir "$out/uploads" >"$log" 2>"$out/stderr" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do
+    [ "$(grep -c '^listening' "$log" || true)" -ge "$want" ] && break
+    sleep 0.05
+  done
+  if [ "$(grep -c '^listening' "$log" || true)" -lt "$want" ]; then
+    echo "footprint: $name: no listening lines; stderr:" >&2
+    cat "$out/stderr" >&2
+    exit 1
+  fi
+  sleep 0.2 # let the upload worker threads (with http) settle
+  rss=$(( $(awk '{print $2}' "/proc/$pid/statm") * page ))
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  listeners=$(awk '/^listening/ {print $2}' "$log" | paste -sd, -)
+  rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB |")
+done
+
+{
+  echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start |"
+  echo "|---|---|---|---|---:|---:|"
+  printf '%s\n' "${rows[@]}"
+} | tee "$table"
+echo
+echo "written to $table"
