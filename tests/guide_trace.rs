@@ -12,9 +12,11 @@
 //! `GUIDE_TRACE_DUMP=FILE cargo test --test guide_trace` writes the whole log to FILE, which is
 //! how the guide's session was captured.
 
-mod common;
 #[path = "ws_common/mod.rs"]
 mod ws_common;
+
+// tests/common, which ws_common already loads (one file, one module).
+use ws_common::shared as common;
 
 use common::{connect, echo, numbered_lines, read_n, read_to_eof, stuff, Options, Server};
 use std::collections::BTreeSet;
