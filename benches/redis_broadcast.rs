@@ -71,37 +71,11 @@ fn redis_server() -> Option<(Proc, u16)> {
 /// `readyloop serve` with only HTTP, optionally relaying through Redis; waits until its Redis
 /// links are up.
 fn readyloop(redis: Option<u16>) -> (Proc, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("readyloop-bench-redis-{}", std::process::id()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
-    cmd.args([
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--line",
-        "off",
-        "--hello",
-        "off",
-    ])
-    .args(["--ws-ping", "0", "--upload-dir"])
-    .arg(&dir)
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::piped());
+    let mut cmd = common::readyloop_http("bench-redis");
     if let Some(port) = redis {
         cmd.arg("--redis").arg(format!("redis://127.0.0.1:{port}"));
     }
-    let mut child = cmd.spawn().expect("spawn readyloop");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening http ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (child, addr) = common::spawn_http(&mut cmd);
     let proc = Proc(child);
     if redis.is_some() {
         let end = Instant::now() + Duration::from_secs(10);

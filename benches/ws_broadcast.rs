@@ -12,13 +12,15 @@
 //! run's length. Prints a Markdown table and writes it to target/bench-ws.md.
 //! Run: `cargo bench --bench ws_broadcast`.
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,20 +51,7 @@ const TOKIO_CHILD: &str = "WS_BENCH_TOKIO_SERVER";
 
 impl ServerProcess {
     fn readyloop() -> ServerProcess {
-        let dir = std::env::temp_dir().join(format!("readyloop-bench-{}", std::process::id()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
-        cmd.args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--line",
-            "off",
-            "--hello",
-            "off",
-        ])
-        .args(["--ws-ping", "0", "--upload-dir"])
-        .arg(&dir);
-        Self::spawn(cmd)
+        Self::spawn(common::readyloop_http("bench"))
     }
 
     fn tokio() -> ServerProcess {
@@ -87,23 +76,7 @@ impl ServerProcess {
     }
 
     fn spawn(mut cmd: Command) -> ServerProcess {
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening http ")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (child, addr) = common::spawn_http(&mut cmd);
         ServerProcess(child, addr)
     }
 }

@@ -14,9 +14,11 @@
 
 #![cfg(all(feature = "cli", feature = "websocket"))]
 
-mod common;
 #[path = "ws_common/mod.rs"]
 mod ws_common;
+
+// tests/common, which ws_common already loads (one file, one module).
+use ws_common::shared as common;
 
 use common::{connect, echo, numbered_lines, read_n, read_to_eof, stuff, Options, Server};
 use std::collections::BTreeSet;

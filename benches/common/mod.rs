@@ -1,10 +1,12 @@
-//! What both benchmarks share: the tokio baseline line server, environment knobs, and where
-//! the Markdown reports go. Not a bench target itself (Cargo only picks up `benches/*.rs`).
+//! What the benchmarks share: the tokio baseline line server, starting `readyloop serve` with
+//! only its HTTP listener, environment knobs, and where the Markdown reports go. Not a bench target itself (Cargo only picks up `benches/*.rs`).
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::future::Future;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -72,4 +74,44 @@ pub fn publish(name: &str, report: &str) {
         Ok(()) => eprintln!("wrote {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),
     }
+}
+
+/// `readyloop serve` with only the HTTP listener (port 0), WebSocket pings off and uploads in
+/// a temp dir named after `tag`; add flags, then start it with `spawn_http`.
+pub fn readyloop_http(tag: &str) -> Command {
+    let dir = std::env::temp_dir().join(format!("readyloop-{tag}-{}", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--line",
+        "off",
+        "--hello",
+        "off",
+    ])
+    .args(["--ws-ping", "0", "--upload-dir"])
+    .arg(&dir);
+    cmd
+}
+
+/// Starts `cmd` (a server that prints `listening http ADDR` first) with `RUST_LOG=warn`, and
+/// returns it with that address.
+pub fn spawn_http(cmd: &mut Command) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening http ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
 }

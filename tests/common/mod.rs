@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: spawn the real `readyloop` binary on port 0,
 //! learn its addresses from the `listening <proto> <addr>` lines, and talk to it over real
-//! loopback sockets with every blocking call bounded by a timeout.
+//! loopback sockets with every blocking call bounded by a timeout. This is the one place that
+//! starts `readyloop serve`: `tests/http_support` and `tests/ws_common` build on `Server` here.
 //!
 //! Nothing here may hang: reads and writes carry socket timeouts, waits for the child process
 //! poll `try_wait` against a deadline, and `Server` kills its process when dropped.
@@ -11,6 +12,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,10 @@ use std::time::{Duration, Instant};
 
 /// The upper bound on any single blocking socket operation in the tests.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a starting server may take to print its `listening` lines: generous, because the
+/// HTTP tests start servers while others stream hundreds of MiB.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The real binary, built by cargo for the integration tests. It needs the `cli` feature;
 /// without it this is empty, and only the in-process tests (tests/waker.rs) run.
@@ -34,6 +40,8 @@ pub struct Server {
     pub line: Option<SocketAddr>,
     pub hello: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Where stderr goes instead of `stderr`, when `Options::stderr_file` asked for a file.
+    stderr_file: Option<PathBuf>,
     stderr_done: Option<thread::JoinHandle<()>>,
 }
 
@@ -44,6 +52,9 @@ pub struct Options {
     pub rust_log: Option<String>,
     /// Set RLIMIT_NOFILE soft and hard to this before exec.
     pub nofile: Option<u64>,
+    /// Write the server's stderr to this file (created or truncated) instead of collecting it
+    /// in memory; `stderr_text` reads it back.
+    pub stderr_file: Option<PathBuf>,
 }
 
 impl Server {
@@ -54,12 +65,20 @@ impl Server {
 
     /// Like `start`, with `Options`.
     pub fn start_with(extra: &[&str], opts: Options) -> Server {
-        let mut args = vec!["serve", "--line", "127.0.0.1:0", "--hello", "127.0.0.1:0"];
+        let mut args = vec!["--line", "127.0.0.1:0", "--hello", "127.0.0.1:0"];
         // A build without the `http` feature refuses `--http ADDR` (and has no HTTP listener).
         if cfg!(feature = "http") {
             args.extend_from_slice(&["--http", "127.0.0.1:0"]);
         }
         args.extend_from_slice(extra);
+        Server::serve(&args, opts)
+    }
+
+    /// `readyloop serve ARGS` exactly: waits for one `listening` line per listener that `args`
+    /// turns on (a listener counts when its flag is given with a value other than `off`).
+    pub fn serve(serve_args: &[&str], opts: Options) -> Server {
+        let mut args = vec!["serve"];
+        args.extend_from_slice(serve_args);
         // Which listeners to expect: the last value given for each flag decides.
         let enabled = |flag: &str| {
             let last = args
@@ -77,8 +96,11 @@ impl Server {
         cmd.args(&args)
             .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("warn"))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped());
+        match &opts.stderr_file {
+            Some(path) => cmd.stderr(std::fs::File::create(path).expect("stderr file")),
+            None => cmd.stderr(Stdio::piped()),
+        };
         if let Some(n) = opts.nofile {
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
             unsafe {
@@ -96,8 +118,7 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("spawn readyloop");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let stderr_done = {
-            let mut pipe = child.stderr.take().unwrap();
+        let stderr_done = child.stderr.take().map(|mut pipe| {
             let sink = stderr.clone();
             thread::spawn(move || {
                 let mut buf = [0u8; 64 * 1024];
@@ -108,7 +129,7 @@ impl Server {
                     }
                 }
             })
-        };
+        });
         let lines = line_reader(child.stdout.take().unwrap());
         let mut server = Server {
             child,
@@ -116,9 +137,10 @@ impl Server {
             line: None,
             hello: None,
             stderr,
-            stderr_done: Some(stderr_done),
+            stderr_file: opts.stderr_file,
+            stderr_done,
         };
-        let deadline = Instant::now() + IO_TIMEOUT;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
         for _ in 0..expected {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
@@ -158,7 +180,12 @@ impl Server {
 
     /// What the server wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        match &self.stderr_file {
+            Some(path) => {
+                String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+            }
+            None => String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
+        }
     }
 
     /// Sends `sig` to the server.

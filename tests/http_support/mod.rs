@@ -1,19 +1,22 @@
-//! Shared by the HTTP integration tests: start the real `readyloop` binary on a free loopback
-//! port with a fresh upload dir, talk raw HTTP/1.1 to it with bounded socket timeouts, and read
-//! what it wrote to disk. Every wait in here has a deadline, so a hung server fails a test
-//! instead of hanging it.
+//! Shared by the HTTP integration tests: start the real `readyloop` binary (through
+//! `tests/common`) on a free loopback port with a fresh upload dir, talk raw HTTP/1.1 to it
+//! with bounded socket timeouts, and read what it wrote to disk. Every wait in here has a
+//! deadline, so a hung server fails a test instead of hanging it.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../common/mod.rs"]
+pub mod shared;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Socket read/write timeout of every test connection: generous for a loaded CI machine, short
 /// enough that a wrong expectation fails within seconds.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub use shared::IO_TIMEOUT;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -47,7 +50,8 @@ impl Drop for TempDir {
 
 /// A running `readyloop serve` with only the HTTP listener; killed on drop.
 pub struct Server {
-    pub child: Child,
+    /// The process (declared before `root`, so it is killed before its directory goes).
+    pub process: shared::Server,
     pub addr: SocketAddr,
     /// Holds the upload dir (`root/uploads`) and the server's stderr log (`root/stderr.log`).
     pub root: TempDir,
@@ -61,48 +65,23 @@ impl Server {
     /// Starts with `root/uploads` as the upload dir (which may already hold files).
     pub fn start_in(root: TempDir, extra: &[&str]) -> Server {
         let uploads = root.path().join("uploads");
-        let stderr = std::fs::File::create(root.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_readyloop"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--line",
-                "off",
-                "--hello",
-                "off",
-            ])
-            .arg("--upload-dir")
-            .arg(&uploads)
-            .args(extra)
-            .env("RUST_LOG", "readyloop=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn readyloop");
-        let stdout = child.stdout.take().unwrap();
-        // Read the `listening http ADDR` line on a thread so a silent server cannot hang us.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("readyloop printed no listening line in 20 s");
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening http ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr, root }
+        let mut args = vec!["--http", "127.0.0.1:0", "--line", "off", "--hello", "off"];
+        args.extend(["--upload-dir", uploads.to_str().expect("UTF-8 temp dir")]);
+        args.extend_from_slice(extra);
+        let process = shared::Server::serve(
+            &args,
+            shared::Options {
+                rust_log: Some("readyloop=info".into()),
+                stderr_file: Some(root.path().join("stderr.log")),
+                ..shared::Options::default()
+            },
+        );
+        let addr = process.http.expect("listening http");
+        Server {
+            process,
+            addr,
+            root,
+        }
     }
 
     pub fn uploads(&self) -> PathBuf {
@@ -110,7 +89,7 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -123,16 +102,12 @@ impl Server {
 
     /// Resident set size in bytes, from `/proc/PID/statm`.
     pub fn rss(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap();
-        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-        pages * page
+        self.process.rss()
     }
 
     /// The server's stderr so far (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("stderr.log")).unwrap_or_default()
+        self.process.stderr_text()
     }
 
     /// `GET path` on a new connection; the answer.
@@ -159,25 +134,14 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+        self.process.signal(libc::SIGTERM);
         self.wait_exit(within)
     }
 
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {within:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("server did not exit within {within:?}\n{}", self.log()))
     }
 
     /// The lines of `uploads.jsonl`.
@@ -187,13 +151,6 @@ impl Server {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,23 +1,23 @@
-//! Shared by the integration tests: run the real `readyloop` binary on port 0, and a raw
-//! WebSocket client that writes frames byte by byte as a test wants them (independent of the
-//! crate's own codec, so a codec bug cannot hide itself).
+//! Shared by the integration tests: run the real `readyloop` binary on port 0 (through
+//! `tests/common`), and a raw WebSocket client that writes frames byte by byte as a test wants
+//! them (independent of the crate's own codec, so a codec bug cannot hide itself).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../common/mod.rs"]
+pub mod shared;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A `readyloop serve` process with only its HTTP listener, killed (and its upload dir
 /// removed) on drop. Its stderr (the log) is collected for tests that check log lines.
 pub struct Server {
-    child: Child,
+    process: shared::Server,
     pub addr: SocketAddr,
     dir: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -29,56 +29,23 @@ impl Server {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_readyloop"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--line",
-                "off",
-                "--hello",
-                "off",
-            ])
-            .arg("--upload-dir")
-            .arg(&dir)
-            .args(extra)
-            .env("RUST_LOG", "readyloop=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn readyloop");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .strip_prefix("listening http ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .parse()
-            .unwrap();
-        Server {
-            child,
-            addr,
-            dir,
-            log,
-        }
+        let mut args = vec!["--http", "127.0.0.1:0", "--line", "off", "--hello", "off"];
+        args.extend(["--upload-dir", dir.to_str().expect("UTF-8 temp dir")]);
+        args.extend_from_slice(extra);
+        let process = shared::Server::serve(
+            &args,
+            shared::Options {
+                rust_log: Some("readyloop=info".into()),
+                ..shared::Options::default()
+            },
+        );
+        let addr = process.http.expect("listening http");
+        Server { process, addr, dir }
     }
 
     /// What the server logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.stderr_text()
     }
 
     /// Waits up to `within` for `needle` to appear in the log.
@@ -107,12 +74,12 @@ impl Drop for Server {
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
                 eprintln!("--- server exited: {status}");
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
