@@ -45,6 +45,22 @@ pub struct WsConn {
     awaiting_pong: bool,
 }
 
+impl WsConn {
+    /// Marks our close frame as sent; true the first time (when the caller must queue it).
+    /// After it nothing more is sent or decoded on this connection.
+    fn begin_close(&mut self) -> bool {
+        !std::mem::replace(&mut self.close_sent, true)
+    }
+}
+
+/// Our close frame: `code` and `reason`, or an empty payload when the peer's close had no code.
+fn close_frame(code: Option<CloseCode>, reason: &str) -> Vec<u8> {
+    frame(
+        OpCode::Close,
+        &code.map_or_else(Vec::new, |c| close_payload(c, reason)),
+    )
+}
+
 /// What to do after a decoded message, decided while the message borrows the decoder.
 enum Action {
     Nothing,
@@ -125,9 +141,9 @@ impl Server {
                 }
                 Action::Broadcast(text) => self.ws_broadcast(cx, &text),
                 Action::Close(code, reason) => {
-                    let payload = code.map_or_else(Vec::new, |c| close_payload(c, reason));
-                    cx.send(id, frame(OpCode::Close, &payload));
-                    ws.close_sent = true;
+                    if ws.begin_close() {
+                        cx.send(id, close_frame(code, reason));
+                    }
                     cx.close(id);
                 }
             }
@@ -172,11 +188,8 @@ impl Server {
         if ws.endpoint == Endpoint::Broadcast && !ws.close_sent {
             warn!(target: LOG, "conn {id}: {pending} bytes the socket will not take, over {limit}: closing slow consumer (1008)");
             self.ws_clients.retain(|&c| c != id);
-            ws.close_sent = true;
-            cx.send(
-                id,
-                frame(OpCode::Close, &close_payload(CloseCode::POLICY, "too slow")),
-            );
+            ws.begin_close();
+            cx.send(id, close_frame(Some(CloseCode::POLICY), "too slow"));
             cx.close(id);
         }
         Self::put_ws(cx, ws);
@@ -189,14 +202,9 @@ impl Server {
         };
         if ws.awaiting_pong {
             info!(target: LOG, "conn {id}: no pong since the last ping, dropping");
-            ws.close_sent = true;
-            cx.send(
-                id,
-                frame(
-                    OpCode::Close,
-                    &close_payload(CloseCode::GOING_AWAY, "ping timeout"),
-                ),
-            );
+            if ws.begin_close() {
+                cx.send(id, close_frame(Some(CloseCode::GOING_AWAY), "ping timeout"));
+            }
             cx.close(id);
         } else if let Some(every) = self.config.web.ws_ping {
             cx.send(id, frame(OpCode::Ping, b""));
@@ -209,14 +217,10 @@ impl Server {
     /// Shutdown: tell the client we are going away (1001) and close after the flush.
     pub(crate) fn ws_going_away(&mut self, cx: &mut Context<'_, Self>, id: ConnId) {
         if let Some(Conn::Ws(Some(ws))) = cx.state_of(id) {
-            if !ws.close_sent {
-                ws.close_sent = true;
+            if ws.begin_close() {
                 cx.send(
                     id,
-                    frame(
-                        OpCode::Close,
-                        &close_payload(CloseCode::GOING_AWAY, "server shutting down"),
-                    ),
+                    close_frame(Some(CloseCode::GOING_AWAY), "server shutting down"),
                 );
             }
         }
