@@ -1,8 +1,9 @@
 //! Upload file names: from what a client claims to what we dare create.
 //!
 //! A `filename=` parameter is peer input. [`sanitize`] reduces it to one plain
-//! file name inside the upload directory, and [`unique_name`] picks a variant
-//! of it that does not exist yet, so an upload never overwrites a file.
+//! file name inside the upload directory. (Never overwriting an existing file is
+//! the upload store's job: it links the finished file under `name-1.ext`,
+//! `name-2.ext`, ... atomically, see `upload_store`.)
 //!
 //! Decisions, each with its reason:
 //! - Directory parts are dropped, at `/` and at `\` (old browsers send
@@ -16,7 +17,7 @@
 //!   empty); blanks around the name are trimmed. An empty result is refused.
 //! - The name is cut to [`MAX_NAME_BYTES`] at a char boundary, keeping a short
 //!   extension, so it fits every common file system (255 bytes) with room for a
-//!   `unique_name` suffix.
+//!   numbered suffix.
 //! - Reserved Windows device names (`CON`, `NUL`, ...) are not handled: the
 //!   server writes to a Unix file system.
 
@@ -47,29 +48,6 @@ pub fn sanitize(untrusted: &str) -> Option<String> {
         return None;
     }
     Some(truncate_keeping_extension(name, MAX_NAME_BYTES))
-}
-
-/// `name` if `exists(name)` is false, else the first of `stem (1).ext`,
-/// `stem (2).ext`, ... that does not exist, still within [`MAX_NAME_BYTES`].
-///
-/// `name` should come from [`sanitize`]. Checking and creating are two steps,
-/// so the caller should still create the file with `create_new(true)` and call
-/// this again if that fails with `AlreadyExists`.
-pub fn unique_name(exists: impl Fn(&str) -> bool, name: &str) -> String {
-    if !exists(name) {
-        return name.to_owned();
-    }
-    let (stem, ext) = split_extension(name);
-    let mut n: u64 = 1;
-    loop {
-        let suffix = format!(" ({n})");
-        let budget = MAX_NAME_BYTES.saturating_sub(suffix.len() + ext.len());
-        let candidate = format!("{}{suffix}{ext}", truncate_at_char_boundary(stem, budget));
-        if !exists(&candidate) {
-            return candidate;
-        }
-        n += 1;
-    }
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -157,25 +135,5 @@ mod tests {
         // A "extension" that is too long is just part of the name.
         let s = sanitize(&format!("a.{}", "b".repeat(300))).unwrap();
         assert_eq!(s.len(), MAX_NAME_BYTES);
-    }
-
-    #[test]
-    fn unique_names() {
-        let taken: HashSet<&str> = ["a.txt", "a (1).txt", "noext", "archive.tar.gz"]
-            .into_iter()
-            .collect();
-        let exists = |n: &str| taken.contains(n);
-        assert_eq!(unique_name(exists, "b.txt"), "b.txt");
-        assert_eq!(unique_name(exists, "a.txt"), "a (2).txt");
-        assert_eq!(unique_name(exists, "noext"), "noext (1)");
-        assert_eq!(unique_name(exists, "archive.tar.gz"), "archive.tar (1).gz");
-    }
-
-    #[test]
-    fn unique_names_stay_short() {
-        let name = sanitize(&format!("{}.txt", "é".repeat(150))).unwrap();
-        let numbered = unique_name(|n| n == name, &name);
-        assert!(numbered.len() <= MAX_NAME_BYTES, "{}", numbered.len());
-        assert!(numbered.ends_with(" (1).txt"));
     }
 }
