@@ -86,7 +86,6 @@ fn truncate_keeping_extension(name: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     /// `sanitizes!(name: input => expected;)`
     macro_rules! sanitizes {
