@@ -590,7 +590,7 @@ impl Server {
             let Some(name) = filename::sanitize(&raw) else {
                 return refuse(400, "unusable file name");
             };
-            match self.start_task(&name) {
+            match self.start_task(&name, &raw) {
                 Ok(task) => {
                     up.task = Some(task);
                     up.name = name;
@@ -619,11 +619,13 @@ impl Server {
         Err(Step::Closed)
     }
 
-    fn start_task(&mut self, name: &str) -> Result<TaskId, Response> {
+    /// Begins the background task saving `name` (sanitized; `original` is what the client
+    /// sent, kept for the log). `Err` is the answer to give instead: 503 when the queue is full.
+    fn start_task(&mut self, name: &str, original: &str) -> Result<TaskId, Response> {
         let Some(store) = self.store.as_ref() else {
             return Err(Response::text(503, "uploads are not enabled"));
         };
-        match store.begin(name) {
+        match store.begin_named(name, original) {
             Ok(task) => {
                 self.tasks.queued(task, name);
                 info!(target: LOG, "task {task}: upload of {name:?} started");
@@ -677,18 +679,17 @@ impl Server {
                                         let raw = part.filename.unwrap_or_default();
                                         match filename::sanitize(&raw) {
                                             None => up.error = Some((400, "unusable file name")),
-                                            Some(name) => {
-                                                match self.store.as_ref().map(|s| s.begin(&name)) {
-                                                    Some(Ok(task)) => {
-                                                        self.tasks.queued(task, &name);
-                                                        info!(target: LOG, "task {task}: upload of {name:?} started");
-                                                        up.task = Some(task);
-                                                        up.name = name;
-                                                        up.in_file = true;
-                                                    }
-                                                    _ => up.error = Some((503, "too many uploads in progress, try again later")),
+                                            Some(name) => match self.start_task(&name, &raw) {
+                                                Ok(task) => {
+                                                    up.task = Some(task);
+                                                    up.name = name;
+                                                    up.in_file = true;
                                                 }
-                                            }
+                                                Err(_) => up.error = Some((
+                                                    503,
+                                                    "too many uploads in progress, try again later",
+                                                )),
+                                            },
                                         }
                                     }
                                 }

@@ -119,6 +119,9 @@ impl<T: fmt::Debug> std::error::Error for QueueFull<T> {}
 enum Job {
     Begin {
         task: TaskId,
+        /// The sanitized name to store under (a `-N` suffix may be added).
+        name: String,
+        /// What the client called the file, for the log only.
         original: String,
     },
     Chunk {
@@ -227,14 +230,21 @@ impl UploadStore {
         })
     }
 
-    /// Begins an upload that will be stored under `original_name` (already sanitized by the
-    /// caller; a `-N` suffix is added before the extension if the name is taken). On
-    /// `Err(QueueFull)` no id was used: answer `503` or retry later.
-    pub fn begin(&self, original_name: &str) -> Result<TaskId, QueueFull> {
+    /// Begins an upload that will be stored under `name` (already sanitized by the caller; a
+    /// `-N` suffix is added before the extension if the name is taken). On `Err(QueueFull)` no
+    /// id was used: answer `503` or retry later.
+    pub fn begin(&self, name: &str) -> Result<TaskId, QueueFull> {
+        self.begin_named(name, name)
+    }
+
+    /// Like `begin`, recording in `uploads.jsonl` the name the client gave (`original`, peer
+    /// input kept only as a JSON-escaped string) next to the one stored.
+    pub fn begin_named(&self, name: &str, original: &str) -> Result<TaskId, QueueFull> {
         let task = self.next_id.get();
         let job = Job::Begin {
             task,
-            original: original_name.to_owned(),
+            name: name.to_owned(),
+            original: original.to_owned(),
         };
         self.send(task, job).map_err(|_| QueueFull(()))?;
         self.next_id.set(task + 1);
@@ -317,6 +327,7 @@ impl UploadStore {
 
 /// An upload whose body is being written.
 struct Upload {
+    name: String,
     original: String,
     tmp: PathBuf,
     file: File,
@@ -339,7 +350,11 @@ impl Worker {
         while let Ok(job) = jobs.recv() {
             self.received += 1;
             match job {
-                Job::Begin { task, original } => self.on_begin(task, original),
+                Job::Begin {
+                    task,
+                    name,
+                    original,
+                } => self.on_begin(task, name, original),
                 Job::Chunk { task, data } => self.on_chunk(task, &data),
                 Job::Finish { task } => self.on_finish(task),
                 Job::Nudge => {}
@@ -361,7 +376,7 @@ impl Worker {
 
     /// Creates the temporary file; `Running` is reported once it exists (a failure to create
     /// it goes straight from `Queued` to `Failed`).
-    fn on_begin(&mut self, task: TaskId, original: String) {
+    fn on_begin(&mut self, task: TaskId, name: String, original: String) {
         let tmp = self.shared.dir.join(format!(
             "{TMP_PREFIX}{}-{task}{TMP_SUFFIX}",
             self.shared.pid
@@ -370,6 +385,7 @@ impl Worker {
             Ok(file) => {
                 log::debug!(target: LOG_TARGET, "task {task} running on worker {}: {}", self.index, tmp.display());
                 let upload = Upload {
+                    name,
                     original,
                     tmp,
                     file,
@@ -416,6 +432,7 @@ impl Worker {
             return;
         };
         let Upload {
+            name,
             original,
             tmp,
             file,
@@ -423,7 +440,7 @@ impl Worker {
             bytes,
         } = upload;
         let sha256 = hex(&hasher.finalize());
-        match self.store(task, &original, &tmp, file, bytes, &sha256) {
+        match self.store(task, (&name, &original), &tmp, file, bytes, &sha256) {
             Ok(stored) => {
                 log::debug!(target: LOG_TARGET, "task {task} done: {stored} ({bytes} bytes)");
                 self.notify(
@@ -448,7 +465,7 @@ impl Worker {
     fn store(
         &self,
         task: TaskId,
-        original: &str,
+        (name, original): (&str, &str),
         tmp: &Path,
         file: File,
         bytes: u64,
@@ -457,7 +474,7 @@ impl Worker {
         file.sync_all().map_err(|e| format!("fsync: {e}"))?;
         drop(file);
         let dir = &self.shared.dir;
-        let stored = link_unique(dir, tmp, original)?;
+        let stored = link_unique(dir, tmp, name)?;
         let line = format!(
             "{{\"task\":{task},\"stored\":{},\"original\":{},\"bytes\":{bytes},\"sha256\":\"{sha256}\",\"time\":{}}}\n",
             json_string(&stored),

@@ -410,6 +410,14 @@ fn path_traversal_never_writes_outside_the_upload_dir() {
         );
         assert!(server.uploads().join(&name).is_file(), "{what}: {name}");
     }
+    // The log keeps what the client called the file (escaped), next to the safe stored name.
+    let logged = logged_by_task(&server);
+    let (_, task) = stored
+        .iter()
+        .find(|(what, _)| what.as_str() == form_names[0])
+        .expect("the first form name was stored");
+    assert_eq!(logged[task].original, form_names[0]);
+    assert_ne!(logged[task].stored, form_names[0]);
     // Nothing escaped: not next to the upload dir, not in the temp dir, not in /tmp.
     let mut beside: Vec<_> = std::fs::read_dir(server.root.path())
         .unwrap()
