@@ -14,33 +14,20 @@
 
 mod common;
 
+use common::ws_client::{
+    connect, drain, field, masked, write_all, Run, BROADCAST_SIZE, PREFIX, WINDOW,
+};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-const SUBSCRIBERS: usize = 1000;
-/// Broadcast messages in flight at once (each one goes to every subscriber).
-const WINDOW: usize = 16;
 const ECHO_CONNS: usize = 50;
 const ECHO_SIZE: usize = 64;
-const PREFIX: &str = "📢 새로운 알림: ";
-/// Bytes of the sender's text: `seq` (16 digits) and the send time in ns (20 digits), padded.
-const BROADCAST_SIZE: usize = 64;
-
-struct Result {
-    rate: f64,
-    /// Length of the run, s.
-    secs: f64,
-    p50_us: u64,
-    p99_us: u64,
-    count: u64,
-}
 
 /// A server process, killed on drop: the readyloop binary (built by `cargo bench` with the
 /// bench profile), or this bench re-executed as the tokio server, so that both run alike.
@@ -170,179 +157,7 @@ fn run_tokio_server() {
     }
 }
 
-/// Connects and upgrades on a blocking socket, then hands it over non-blocking.
-fn connect(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the handshake");
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s.set_nonblocking(true).unwrap();
-    TcpStream::from_std(s)
-}
-
-/// A masked client frame (the key is fixed: masking is for proxies, not secrecy).
-fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    const KEY: [u8; 4] = [1, 2, 3, 4];
-    assert!(payload.len() < 126);
-    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&KEY);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
-    f
-}
-
-/// Writes all of `bytes` to a non-blocking socket (tiny frames: WouldBlock is rare; spin).
-fn write_all(s: &mut TcpStream, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        match s.write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-}
-
-/// Reads what is there; calls `on_frame(payload)` for every whole server frame.
-fn drain(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    scratch: &mut [u8],
-    mut on_frame: impl FnMut(&[u8]),
-) {
-    loop {
-        match s.read(scratch) {
-            Ok(0) => panic!("server closed a connection"),
-            Ok(n) => buf.extend_from_slice(&scratch[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    let mut at = 0;
-    loop {
-        let rest = &buf[at..];
-        if rest.len() < 2 {
-            break;
-        }
-        let (len, head) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => (
-                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => break,
-            n => (n as usize, 2),
-        };
-        if rest.len() < head + len {
-            break;
-        }
-        on_frame(&rest[head..head + len]);
-        at += head + len;
-    }
-    buf.drain(..at);
-}
-
-fn field(payload: &[u8], from: usize, len: usize) -> u64 {
-    std::str::from_utf8(&payload[from..from + len])
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn broadcast(addr: SocketAddr, secs: f64) -> Result {
-    let poll_fd = Poll::new().unwrap();
-    let mut poll = poll_fd;
-    let mut conns: Vec<(TcpStream, Vec<u8>)> = (0..=SUBSCRIBERS)
-        .map(|_| (connect(addr, "/ws"), Vec::new()))
-        .collect();
-    for (i, (s, _)) in conns.iter_mut().enumerate() {
-        poll.registry()
-            .register(s, Token(i), Interest::READABLE)
-            .unwrap();
-    }
-    let sender = SUBSCRIBERS; // the last connection sends; its own copies are not counted
-    let prefix = PREFIX.len();
-    let base = Instant::now();
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    let ring = 1024;
-    let mut remaining = vec![0usize; ring];
-    let (mut next_seq, mut in_flight, mut deliveries) = (0u64, 0usize, 0u64);
-    let send = |conns: &mut Vec<(TcpStream, Vec<u8>)>, seq: u64| {
-        let mut text = format!("{seq:016}{:020}", base.elapsed().as_nanos());
-        while text.len() < BROADCAST_SIZE {
-            text.push('.');
-        }
-        write_all(&mut conns[sender].0, &masked(0x1, text.as_bytes()));
-    };
-    let end = base + Duration::from_secs_f64(secs);
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0u8; 256 * 1024];
-    let mut last = base;
-    while in_flight < WINDOW {
-        remaining[next_seq as usize % ring] = SUBSCRIBERS;
-        send(&mut conns, next_seq);
-        next_seq += 1;
-        in_flight += 1;
-    }
-    while in_flight > 0 {
-        poll.poll(&mut events, Some(Duration::from_secs(5)))
-            .unwrap();
-        assert!(!events.is_empty(), "no progress for 5 s");
-        let mut completed = 0;
-        for ev in events.iter() {
-            let i = ev.token().0;
-            let (s, buf) = &mut conns[i];
-            let now_ns = base.elapsed().as_nanos() as u64;
-            drain(s, buf, &mut scratch, |p| {
-                if i == sender {
-                    return;
-                }
-                let seq = field(p, prefix, 16);
-                let sent = field(p, prefix + 16, 20);
-                hist.record((now_ns - sent) / 1000).unwrap();
-                deliveries += 1;
-                let r = &mut remaining[seq as usize % ring];
-                *r -= 1;
-                if *r == 0 {
-                    completed += 1;
-                }
-            });
-        }
-        in_flight -= completed;
-        if completed > 0 {
-            last = Instant::now();
-        }
-        while in_flight < WINDOW && Instant::now() < end {
-            remaining[next_seq as usize % ring] = SUBSCRIBERS;
-            send(&mut conns, next_seq);
-            next_seq += 1;
-            in_flight += 1;
-        }
-    }
-    Result {
-        rate: deliveries as f64 / (last - base).as_secs_f64(),
-        secs: (last - base).as_secs_f64(),
-        p50_us: hist.value_at_quantile(0.5),
-        p99_us: hist.value_at_quantile(0.99),
-        count: deliveries,
-    }
-}
-
-fn echo(addr: SocketAddr, secs: f64) -> Result {
+fn echo(addr: SocketAddr, secs: f64) -> Run {
     let mut poll = Poll::new().unwrap();
     let mut conns: Vec<(TcpStream, Vec<u8>)> = (0..ECHO_CONNS)
         .map(|_| (connect(addr, "/echo"), Vec::new()))
@@ -391,7 +206,7 @@ fn echo(addr: SocketAddr, secs: f64) -> Result {
             }
         }
     }
-    Result {
+    Run {
         rate: trips as f64 / (last - base).as_secs_f64(),
         secs: (last - base).as_secs_f64(),
         p50_us: hist.value_at_quantile(0.5),
@@ -422,7 +237,8 @@ fn main() {
         (
             "broadcast: 1,000 subscribers",
             "deliveries/s",
-            broadcast as fn(SocketAddr, f64) -> Result,
+            (|addr, secs| common::ws_client::broadcast(&[addr], secs))
+                as fn(SocketAddr, f64) -> Run,
         ),
         ("/echo: 50 conns, 64 B", "round trips/s", echo),
     ] {
@@ -439,7 +255,7 @@ fn main() {
             "{name}: readyloop {:.0} {unit} ({} total, CPU {our_cpu:.2}), tokio {:.0} ({} total, CPU {their_cpu:.2})",
             ours.rate, ours.count, theirs.rate, theirs.count
         );
-        let per_cpu = |r: &Result, cpu: f64| r.rate / cpu.max(1e-9);
+        let per_cpu = |r: &Run, cpu: f64| r.rate / cpu.max(1e-9);
         rows.push(format!(
             "| {name} | {unit} | {:.0} | {:.0} | **{:.2}×** | {:.2} / {:.2} | **{:.2}×** | {} / {} µs | {} / {} µs |",
             ours.rate,

@@ -1,6 +1,10 @@
 //! What the benchmarks share: the tokio baseline line server, starting `readyloop serve` with
-//! only its HTTP listener, environment knobs, and where the Markdown reports go. Not a bench target itself (Cargo only picks up `benches/*.rs`).
+//! only its HTTP listener, environment knobs, and where the Markdown reports go; `ws_client` is
+//! the mio WebSocket client and `/ws` broadcast measurement of ws_broadcast and redis_broadcast.
+//! Not a bench target itself (Cargo only picks up `benches/*.rs`).
 #![allow(dead_code)] // each bench uses a different subset
+
+pub mod ws_client;
 
 use std::future::Future;
 use std::io::{self, BufRead, Write};
