@@ -7,44 +7,22 @@ ex=target/debug/examples
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
-"$ex/hello_server" 127.0.0.1:0 >"$out/hello.txt" &
-hello_pid=$!
-for _ in $(seq 50); do grep -q listening "$out/hello.txt" && break; sleep 0.1; done
-addr=$(awk '/^listening/ {print $3}' "$out/hello.txt")
-got=$(python3 -c "
+# Connects to ADDR ($1), sends BYTES ($2, Python bytes-literal escapes; `--shut` as $3
+# half-closes after sending), reads until EOF and prints what came back.
+exchange() {
+    python3 -c "
 import socket,sys
 h,p=sys.argv[1].rsplit(':',1)
 s=socket.create_connection((h,int(p)),timeout=5)
+s.sendall(sys.argv[2].encode().decode('unicode_escape').encode('latin-1'))
+if len(sys.argv) > 3: s.shutdown(socket.SHUT_WR)
 data=b''
 while True:
     b=s.recv(100)
     if not b: break
     data+=b
-print(data.decode(),end='')" "$addr")
-[ "$got" = "Hello, World!" ] || { echo "hello_server answered: $got"; exit 1; }
-kill "$hello_pid"
-echo "hello_server ok"
-
-"$ex/custom_protocol" --secs 3 --addr 127.0.0.1:0 >"$out/kv.txt" &
-kv_pid=$!
-for _ in $(seq 50); do grep -q listening "$out/kv.txt" && break; sleep 0.1; done
-addr=$(awk '/^listening/ {print $3}' "$out/kv.txt")
-got=$(python3 -c "
-import socket,sys
-h,p=sys.argv[1].rsplit(':',1)
-s=socket.create_connection((h,int(p)),timeout=5)
-s.sendall(b'SET a 1\nGET a\nDEL a\nGET a\n')
-s.shutdown(socket.SHUT_WR)
-data=b''
-while True:
-    b=s.recv(100)
-    if not b: break
-    data+=b
-print(data.decode(),end='')" "$addr")
-[ "$got" = $'OK\n1\n1\n(nil)' ] || { echo "custom_protocol answered: $got"; exit 1; }
-wait "$kv_pid"
-grep -q "stopped" "$out/kv.txt" || { echo "custom_protocol did not stop through its Handle"; exit 1; }
-echo "custom_protocol ok"
+print(data.decode(),end='')" "$@"
+}
 
 # Waits for the `listening NAME ADDR` line in $1 and prints ADDR.
 listening_addr() {
@@ -52,21 +30,28 @@ listening_addr() {
     awk '/^listening/ {print $3; exit}' "$1"
 }
 
+"$ex/hello_server" 127.0.0.1:0 >"$out/hello.txt" &
+hello_pid=$!
+addr=$(listening_addr "$out/hello.txt")
+got=$(exchange "$addr" "")
+[ "$got" = "Hello, World!" ] || { echo "hello_server answered: $got"; exit 1; }
+kill "$hello_pid"
+echo "hello_server ok"
+
+"$ex/custom_protocol" --secs 3 --addr 127.0.0.1:0 >"$out/kv.txt" &
+kv_pid=$!
+addr=$(listening_addr "$out/kv.txt")
+got=$(exchange "$addr" 'SET a 1\nGET a\nDEL a\nGET a\n' --shut)
+[ "$got" = $'OK\n1\n1\n(nil)' ] || { echo "custom_protocol answered: $got"; exit 1; }
+wait "$kv_pid"
+grep -q "stopped" "$out/kv.txt" || { echo "custom_protocol did not stop through its Handle"; exit 1; }
+echo "custom_protocol ok"
+
 "$ex/line_server" 127.0.0.1:0 >"$out/line.txt" &
 line_pid=$!
 addr=$(listening_addr "$out/line.txt")
 # A raw socket client: two lines in one segment, then `exit`; the echoes come back, then EOF.
-got=$(python3 -c "
-import socket,sys
-h,p=sys.argv[1].rsplit(':',1)
-s=socket.create_connection((h,int(p)),timeout=5)
-s.sendall(b'hello\nworld\r\nexit\nignored\n')
-data=b''
-while True:
-    b=s.recv(100)
-    if not b: break
-    data+=b
-print(data.decode(),end='')" "$addr")
+got=$(exchange "$addr" 'hello\nworld\r\nexit\nignored\n')
 [ "$got" = $'hello\nworld' ] || { echo "line_server answered: $got"; exit 1; }
 # The port of the users' client: stdin lines go out, echoes come back, stdin EOF sends `exit`.
 got=$(printf 'one\ntwo\n' | timeout 10 "$ex/line_client" "$addr" 2>/dev/null)

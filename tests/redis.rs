@@ -127,17 +127,22 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// `GET /stats`, the body.
-fn stats(addr: SocketAddr) -> String {
+/// `GET path` on a fresh connection, the body.
+fn get_body(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
+}
+
+/// `GET /stats`, the body.
+fn stats(addr: SocketAddr) -> String {
+    get_body(addr, "/stats")
 }
 
 /// A number field of the `/stats` JSON.
@@ -410,15 +415,7 @@ fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
 
 /// `GET /stats?all=1` from a `--workers` server, the body.
 fn stats_all(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /stats?all=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    get_body(addr, "/stats?all=1")
 }
 
 /// The open `/ws` connections of each worker, from the `per_worker` list of `?all=1`.
