@@ -182,7 +182,7 @@ fn capture_response(addr: SocketAddr) -> Vec<u8> {
 
 struct Readyloop {
     addr: SocketAddr,
-    handle: readyloop::Handle<readyloop::server::Message>,
+    handle: readyloop::Handle<readyloop::service::Message>,
     thread: std::thread::JoinHandle<()>,
     dir: PathBuf,
 }
@@ -203,7 +203,7 @@ impl Readyloop {
 }
 
 fn start_readyloop() -> Readyloop {
-    use readyloop::server::{ServeConfig, Server};
+    use readyloop::service::{ServeConfig, Server};
     let dir = std::env::temp_dir().join(format!("readyloop-bench-{}", std::process::id()));
     let (tx, rx) = std::sync::mpsc::channel();
     let upload_dir = dir.clone();

@@ -43,7 +43,7 @@ fn main() {
     }
     let conns: usize = env_num("BENCH_CONNS", 10_000);
     let batch: usize = env_num("BENCH_BATCH", BATCH).max(1);
-    match readyloop::sys::raise_nofile_limit() {
+    match readyloop::runtime::sys::raise_nofile_limit() {
         Ok((_, soft)) if (soft as usize) < conns + 64 => {
             eprintln!("idle_memory: RLIMIT_NOFILE is {soft}, too low for {conns} connections")
         }
@@ -117,7 +117,7 @@ fn spawn_tokio() -> Child {
 
 /// The child side of the tokio baseline: the same server as in `line_echo`, alone in a process.
 fn tokio_server() {
-    let _ = readyloop::sys::raise_nofile_limit();
+    let _ = readyloop::runtime::sys::raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -171,7 +171,8 @@ fn measure(name: &str, mut child: Child, conns: usize, batch: usize) -> Rss {
     let pid = child.id();
     let addr = line_addr(&mut child);
     let rss = |what: &str| {
-        readyloop::sys::rss_bytes(Some(pid)).unwrap_or_else(|e| panic!("{name}: RSS {what}: {e}"))
+        readyloop::runtime::sys::rss_bytes(Some(pid))
+            .unwrap_or_else(|e| panic!("{name}: RSS {what}: {e}"))
     };
     let mut warm = vec![connect(addr).expect("warm-up connect")];
     exercise(&mut warm).expect("warm-up echo");

@@ -23,7 +23,7 @@ use common::{env_num, publish, tokio_line_server};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use readyloop::server::{ServeConfig, Server};
+use readyloop::service::{ServeConfig, Server};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc;

@@ -87,7 +87,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    readyloop::sys::raise_nofile_limit().unwrap();
+    readyloop::runtime::sys::raise_nofile_limit().unwrap();
     let secs: f64 = common::env_num("BENCH_SECS", 3.0);
     let Some((_redis, port)) = redis_server() else {
         eprintln!(

@@ -221,7 +221,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    readyloop::sys::raise_nofile_limit().unwrap();
+    readyloop::runtime::sys::raise_nofile_limit().unwrap();
     if std::env::var_os(TOKIO_CHILD).is_some() {
         run_tokio_server();
         return;

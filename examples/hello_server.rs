@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo run --example hello_server -- 127.0.0.1:8001`, then `nc 127.0.0.1 8001`.
 
-use readyloop::{Config, Context, EventLoop, Handler, ListenerId};
+use readyloop::{Config, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 
 struct Hello;
@@ -21,13 +21,13 @@ impl Handler for Hello {
         Some(())
     }
 
-    fn on_open(&mut self, cx: &mut Context<'_, Self>) {
+    fn on_open(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut ()) {
         let id = cx.id();
         cx.send(id, "Hello, World!\n");
         cx.close(id); // after the greeting is flushed
     }
 
-    fn on_data(&mut self, _cx: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, _cx: &mut ContextOf<'_, Self>, _: &mut (), data: &mut [u8]) -> usize {
         data.len() // whatever the client says is read and dropped
     }
 }

@@ -13,7 +13,7 @@
 //! Run: `cargo run --example line_client -- 127.0.0.1:10000` against `line_server`, or
 //! `printf 'one\ntwo\n' | cargo run --example line_client -- 127.0.0.1:10000`.
 
-use readyloop::{CloseReason, Config, ConnId, Context, EventLoop, Handler, ListenerId};
+use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
@@ -39,7 +39,7 @@ impl Handler for Client {
 
     /// The connect completed. Only now start reading stdin, so every line finds an open
     /// connection to be queued on.
-    fn on_open(&mut self, cx: &mut Context<'_, Self>) {
+    fn on_open(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut ()) {
         self.conn = Some(cx.id());
         eprintln!("connect is success");
         let handle = cx.handle();
@@ -54,7 +54,7 @@ impl Handler for Client {
         });
     }
 
-    fn on_message(&mut self, cx: &mut Context<'_, Self>, msg: Input) {
+    fn on_message(&mut self, cx: &mut ContextOf<'_, Self>, msg: Input) {
         let Some(id) = self.conn else { return };
         let line = match msg {
             Input::Line(line) => line,
@@ -64,7 +64,7 @@ impl Handler for Client {
         cx.send_copy(id, b"\n");
     }
 
-    fn on_data(&mut self, _: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, _: &mut ContextOf<'_, Self>, _: &mut (), data: &mut [u8]) -> usize {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(data).and_then(|_| out.flush());
         data.len()
@@ -72,7 +72,7 @@ impl Handler for Client {
 
     // The default `on_eof` closes our side once our output is flushed.
 
-    fn on_close(&mut self, cx: &mut Context<'_, Self>, _: ConnId, _: (), why: CloseReason) {
+    fn on_close(&mut self, cx: &mut ContextOf<'_, Self>, _: ConnId, _: (), why: CloseReason) {
         if why != CloseReason::Done {
             self.failed = Some(why);
         }

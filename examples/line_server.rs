@@ -11,8 +11,8 @@
 //! `cargo run --example line_client -- 127.0.0.1:10000` (or `nc 127.0.0.1 10000`) and type.
 //! `exit` ends that client's connection; Ctrl-C (or SIGTERM) stops the server gracefully.
 
-use readyloop::line::{next_line, LineTooLong, TOO_LONG_REPLY};
-use readyloop::{CloseReason, Config, ConnId, Context, EventLoop, Handler, ListenerId};
+use readyloop::codec::line::{next_line, LineTooLong, TOO_LONG_REPLY};
+use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 
 /// Longest line, in bytes: the original's `recv(65535)`.
@@ -29,7 +29,7 @@ impl Handler for LineServer {
         Some(())
     }
 
-    fn on_data(&mut self, cx: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut (), data: &mut [u8]) -> usize {
         let id = cx.id();
         let mut used = 0;
         loop {
@@ -55,7 +55,7 @@ impl Handler for LineServer {
         }
     }
 
-    fn on_close(&mut self, _: &mut Context<'_, Self>, id: ConnId, _: (), why: CloseReason) {
+    fn on_close(&mut self, _: &mut ContextOf<'_, Self>, id: ConnId, _: (), why: CloseReason) {
         println!("conn {id} closed ({why:?})");
     }
 }

@@ -16,8 +16,8 @@
 //! (The real server does this over HTTP and WebSocket: `src/http_service.rs`,
 //! `src/upload_store.rs`, `src/ws_service.rs`.)
 
-use readyloop::line::next_line;
-use readyloop::{CloseReason, Config, ConnId, Context, EventLoop, Handler, ListenerId};
+use readyloop::codec::line::next_line;
+use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -49,13 +49,13 @@ struct Uploads {
 }
 
 impl Uploads {
-    fn broadcast(&self, cx: &mut Context<'_, Self>, text: String) {
+    fn broadcast(&self, cx: &mut ContextOf<'_, Self>, text: String) {
         let bytes: Rc<[u8]> = format!("{text}\n").into_bytes().into();
         let n = cx.broadcast(&self.clients, bytes);
         println!("broadcast to {n} clients: {text}");
     }
 
-    fn command(&mut self, cx: &mut Context<'_, Self>, line: &str) {
+    fn command(&mut self, cx: &mut ContextOf<'_, Self>, line: &str) {
         let id = cx.id();
         let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
         match verb {
@@ -94,12 +94,12 @@ impl Handler for Uploads {
         Some(())
     }
 
-    fn on_open(&mut self, cx: &mut Context<'_, Self>) {
+    fn on_open(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut ()) {
         self.clients.push(cx.id());
         println!("connected: {} clients", self.clients.len());
     }
 
-    fn on_data(&mut self, cx: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut (), data: &mut [u8]) -> usize {
         let mut used = 0;
         loop {
             match next_line(&data[used..], MAX_LINE) {
@@ -120,7 +120,7 @@ impl Handler for Uploads {
     }
 
     /// Runs on the loop thread, woken by the worker's `Handle::send`.
-    fn on_message(&mut self, cx: &mut Context<'_, Self>, done: Done) {
+    fn on_message(&mut self, cx: &mut ContextOf<'_, Self>, done: Done) {
         self.in_flight -= 1;
         match done {
             Done::Saved { name, bytes } => {
@@ -131,7 +131,7 @@ impl Handler for Uploads {
     }
 
     /// `WebSocketDisconnect` → `manager.disconnect(websocket)`.
-    fn on_close(&mut self, _: &mut Context<'_, Self>, id: ConnId, _: (), why: CloseReason) {
+    fn on_close(&mut self, _: &mut ContextOf<'_, Self>, id: ConnId, _: (), why: CloseReason) {
         self.clients.retain(|&c| c != id);
         println!("disconnected ({why:?}): {} clients", self.clients.len());
     }

@@ -5,7 +5,7 @@
 //! what scripts read: the `listening <proto> <addr>` lines and the client's and load tool's output.
 
 use lexopt::prelude::*;
-use readyloop::server::{LineMode, ServeConfig, Server};
+use readyloop::service::{LineMode, ServeConfig, Server};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -77,11 +77,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "serve" => serve(&mut parser, serve_args),
         "client" => {
             let addr: SocketAddr = parser.value()?.parse()?;
-            readyloop::client::run(addr)?;
+            readyloop::tools::client::run(addr)?;
             Ok(())
         }
         #[cfg(feature = "load")]
-        "load" => readyloop::load::main(parser.raw_args()?.collect()),
+        "load" => readyloop::tools::load::main(parser.raw_args()?.collect()),
         #[cfg(not(feature = "load"))]
         "load" => Err(missing_feature("load", "readyloop load")),
         "help" => {
@@ -184,7 +184,7 @@ fn serve(
     if cfg.loop_config.low_watermark > cfg.loop_config.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
-    match readyloop::sys::raise_nofile_limit() {
+    match readyloop::runtime::sys::raise_nofile_limit() {
         Ok((before, after)) => {
             log::info!("RLIMIT_NOFILE soft limit {before} -> {after}");
             // One slot per descriptor we may hold (up to a million).
@@ -194,11 +194,11 @@ fn serve(
     }
     match (worker, workers) {
         (Some(index), _) => {
-            readyloop::workers::join(index, stats_fd)
+            readyloop::service::stats::join(index, stats_fd)
                 .map_err(|e| format!("worker {index}: stats fd {stats_fd}: {e}"))?;
             cfg.reuse_port = true;
         }
-        (None, Some(n)) => return readyloop::workers::supervise(&cfg, n, args),
+        (None, Some(n)) => return readyloop::supervisor::supervise(&cfg, n, args),
         (None, None) => {}
     }
     let (mut ev, bound) = Server::bind(cfg)?;
@@ -210,7 +210,7 @@ fn serve(
     drop(out);
     ev.handle_signals()?;
     if worker.is_some() {
-        readyloop::workers::run_worker(&mut ev)?;
+        readyloop::supervisor::run_worker(&mut ev)?;
     } else {
         ev.run()?;
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use readyloop::{Config, ConnId, Context, EventLoop, Handle, Handler, ListenerId};
+use readyloop::{Config, ConnId, ContextOf, EventLoop, Handle, Handler, ListenerId};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
@@ -26,17 +26,17 @@ impl Handler for Relay {
         Some(())
     }
 
-    fn on_open(&mut self, cx: &mut Context<'_, Self>) {
+    fn on_open(&mut self, cx: &mut ContextOf<'_, Self>, _: &mut ()) {
         let id = cx.id();
         self.clients.push(id);
         cx.send_copy(id, b"ready\n");
     }
 
-    fn on_data(&mut self, _cx: &mut Context<'_, Self>, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, _cx: &mut ContextOf<'_, Self>, _: &mut (), data: &mut [u8]) -> usize {
         data.len()
     }
 
-    fn on_message(&mut self, cx: &mut Context<'_, Self>, msg: String) {
+    fn on_message(&mut self, cx: &mut ContextOf<'_, Self>, msg: String) {
         assert!(cx.current().is_none(), "on_message is about no connection");
         self.messages += 1;
         for &id in &self.clients {
@@ -46,7 +46,7 @@ impl Handler for Relay {
 
     fn on_close(
         &mut self,
-        _: &mut Context<'_, Self>,
+        _: &mut ContextOf<'_, Self>,
         id: ConnId,
         _: (),
         _: readyloop::CloseReason,

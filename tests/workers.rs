@@ -135,7 +135,7 @@ fn three_workers_serve_line_and_http_on_one_port_each() {
 #[test]
 fn a_killed_worker_loses_only_its_connections_and_is_restarted() {
     let opts = common::Options {
-        rust_log: Some("warn,readyloop::workers=info".into()),
+        rust_log: Some("warn,readyloop::supervisor=info".into()),
         ..Default::default()
     };
     let server = Server::start_with(&["--workers", "3"], opts);

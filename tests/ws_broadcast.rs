@@ -46,7 +46,7 @@ fn message(sender: usize, seq: usize) -> String {
 
 #[test]
 fn thousand_clients_get_every_message_once_in_order_and_a_slow_one_is_cut_off() {
-    let (before, after) = readyloop::sys::raise_nofile_limit().unwrap();
+    let (before, after) = readyloop::runtime::sys::raise_nofile_limit().unwrap();
     assert!(
         after >= 2 * CLIENTS as u64 + 64,
         "RLIMIT_NOFILE {before} -> {after} is too low"

@@ -11,8 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use readyloop::http::multipart::{MultipartEvent, MultipartParser};
-use readyloop::http::request::{Event, Limits, RequestParser};
+use readyloop::codec::http::multipart::{MultipartEvent, MultipartParser};
+use readyloop::codec::http::request::{Event, Limits, RequestParser};
 
 /// Small limits so the fuzzer reaches the limit checks quickly.
 const LIMITS: Limits = Limits {

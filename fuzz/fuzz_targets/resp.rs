@@ -1,10 +1,10 @@
-//! Fuzzes the RESP2 decoder (`readyloop::redis::resp::decode`): arbitrary bytes, whole and
+//! Fuzzes the RESP2 decoder (`readyloop::codec::resp::decode`): arbitrary bytes, whole and
 //! split at a fuzzer-chosen point. It must never panic, never report consuming more than it
 //! was given, and decoding a prefix must never succeed with a different value than the whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use readyloop::redis::resp::decode;
+use readyloop::codec::resp::decode;
 
 fuzz_target!(|data: &[u8]| {
     let whole = decode(data);

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use readyloop::ws::message::{MessageDecoder, Role};
+use readyloop::codec::ws::message::{MessageDecoder, Role};
 
 /// Decodes from the front of `buf` until it asks for more or fails; drops what it consumes.
 /// Returns false once the decoder has failed.

@@ -212,7 +212,7 @@ impl Server {
 
     /// Resident set size, in bytes.
     pub fn rss(&self) -> u64 {
-        readyloop::sys::rss_bytes(Some(self.pid())).expect("statm")
+        readyloop::runtime::sys::rss_bytes(Some(self.pid())).expect("statm")
     }
 
     /// User + system CPU time consumed so far.
@@ -389,7 +389,7 @@ pub fn stuff(s: &mut TcpStream, data: &[u8], stall: Duration) -> usize {
 
 /// Raises this process' soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
 pub fn raise_nofile() -> u64 {
-    readyloop::sys::raise_nofile_limit()
+    readyloop::runtime::sys::raise_nofile_limit()
         .expect("raise RLIMIT_NOFILE")
         .1
 }

@@ -1,0 +1,255 @@
+//! `Acceptor`: the listeners of a loop. Accept until `WouldBlock`, hand each new connection to
+//! the handler, and survive running out of descriptors.
+//!
+//! EMFILE is the classic trap of a readiness loop: the pending connection stays in the backlog,
+//! the listener stays readable, and every `accept` fails again at once, so a naive loop spins at
+//! 100% CPU. Instead the acceptor deregisters its listeners, logs once, and tries again when a
+//! connection closes (a descriptor came free) or `ACCEPT_RETRY` passes.
+
+use super::config::Stats;
+use super::connection::Phase;
+use super::core::{Core, IO};
+use super::handler::{with_conn, Handler};
+use super::id::ListenerId;
+use super::states::States;
+use super::sys;
+use log::{debug, info, trace, warn, Level};
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Listener `i` uses token `LISTENER_BASE - i` (the top of the token space is the loop's own:
+/// the waker and the signal pipe sit above it).
+pub(crate) const LISTENER_BASE: usize = usize::MAX - 2;
+/// At most this many listeners per loop (tokens below are connection keys).
+pub(crate) const MAX_LISTENERS: usize = 64;
+/// Pause before retrying `accept` after EMFILE/ENFILE, unless a connection closes sooner.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Backlog for listeners we bind (the kernel caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+struct Listener {
+    /// `None` once closed (shutdown).
+    socket: Option<TcpListener>,
+    name: String,
+    addr: SocketAddr,
+}
+
+/// The listeners, and whether accepting is paused for want of descriptors.
+#[derive(Default)]
+pub(crate) struct Acceptor {
+    listeners: Vec<Listener>,
+    paused_until: Option<Instant>,
+    /// Accepts failed for want of descriptors and the backlog has not been drained since: the
+    /// warning is logged once per such episode, not on every `ACCEPT_RETRY` (nor again when
+    /// closing connections lets the backlog in one descriptor at a time).
+    starved: bool,
+}
+
+/// The token of listener `index`, and back.
+pub(crate) fn listener_token(index: usize) -> Token {
+    Token(LISTENER_BASE - index)
+}
+
+/// The listener index a token names, if it names one.
+pub(crate) fn listener_index(token: Token) -> Option<usize> {
+    (token.0 <= LISTENER_BASE && token.0 > LISTENER_BASE - MAX_LISTENERS)
+        .then(|| LISTENER_BASE - token.0)
+}
+
+impl Acceptor {
+    /// Binds `addr` (see `sys::bind_socket`), listens with a 4096 backlog, and serves it.
+    pub(crate) fn listen(
+        &mut self,
+        registry: &Registry,
+        stats: &mut Stats,
+        name: &str,
+        addr: SocketAddr,
+        reuse_port: bool,
+    ) -> io::Result<(ListenerId, SocketAddr)> {
+        let socket = sys::bind_socket(addr, reuse_port)?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let std_listener: std::net::TcpListener = socket.into();
+        let id = self.add(registry, stats, name, TcpListener::from_std(std_listener))?;
+        Ok((id, self.listeners[id.0 as usize].addr))
+    }
+
+    /// Serves an already bound, non-blocking listener.
+    pub(crate) fn add(
+        &mut self,
+        registry: &Registry,
+        stats: &mut Stats,
+        name: &str,
+        mut socket: TcpListener,
+    ) -> io::Result<ListenerId> {
+        if self.listeners.len() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many listeners"));
+        }
+        let index = self.listeners.len();
+        registry.register(&mut socket, listener_token(index), Interest::READABLE)?;
+        let addr = socket.local_addr()?;
+        info!("listening {name} {addr}");
+        self.listeners.push(Listener {
+            socket: Some(socket),
+            name: name.to_string(),
+            addr,
+        });
+        stats.open.push(0);
+        Ok(ListenerId(index as u16))
+    }
+
+    /// The name and bound address of a listener.
+    pub(crate) fn addr(&self, id: ListenerId) -> Option<(&str, SocketAddr)> {
+        self.listeners
+            .get(id.0 as usize)
+            .map(|l| (l.name.as_str(), l.addr))
+    }
+
+    /// When a paused accept is to be retried.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// A descriptor was freed: retry a paused accept now rather than at its deadline. Only
+    /// then: doing this on every iteration made the retry immediate, and a loop that cannot
+    /// accept spun on EMFILE at 100% CPU.
+    pub(crate) fn descriptor_freed(&mut self, now: Instant) {
+        if self.paused_until.is_some() {
+            self.paused_until = Some(now);
+        }
+    }
+
+    /// Closes every listener (graceful shutdown).
+    pub(crate) fn close_all(&mut self, registry: &Registry) {
+        self.paused_until = None;
+        for l in &mut self.listeners {
+            if let Some(mut socket) = l.socket.take() {
+                let _ = registry.deregister(&mut socket);
+                info!("closed listener {} {}", l.name, l.addr);
+            }
+        }
+    }
+
+    /// Accepts on listener `index` until `WouldBlock`.
+    pub(crate) fn accept_ready<H: Handler>(
+        &mut self,
+        index: usize,
+        handler: &mut H,
+        core: &mut Core<H::Message>,
+        states: &mut States<H::Conn>,
+    ) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(index).and_then(|l| l.socket.as_ref()) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(index, stream, peer, handler, core, states),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.starved {
+                        // The backlog is empty: every waiting connection got a descriptor.
+                        self.starved = false;
+                        info!("accept backlog drained: no longer out of descriptors");
+                    }
+                    trace!(target: IO, "listener {} accept WouldBlock", self.listeners[index].name);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    self.pause(&e, core.now, core.conns.len(), &core.registry);
+                    return;
+                }
+                Err(e) => {
+                    warn!("listener {} accept failed: {e}", self.listeners[index].name);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors: the pending connection stays in the backlog, and every `accept`
+    /// would fail again at once. Stop asking until a connection closes or `ACCEPT_RETRY` passes.
+    fn pause(&mut self, e: &io::Error, now: Instant, open: usize, registry: &Registry) {
+        if self.starved {
+            debug!("accept failed again: {e}; still pausing accepts");
+        } else {
+            self.starved = true;
+            warn!(
+                "accept failed: {e}; pausing accepts ({open} connections open) until a descriptor frees up"
+            );
+        }
+        self.paused_until = Some(now + ACCEPT_RETRY);
+        for l in &mut self.listeners {
+            if let Some(socket) = l.socket.as_mut() {
+                let _ = registry.deregister(socket);
+            }
+        }
+    }
+
+    /// Re-registers the listeners after a pause and accepts what waited in their backlogs.
+    pub(crate) fn resume<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        core: &mut Core<H::Message>,
+        states: &mut States<H::Conn>,
+    ) {
+        self.paused_until = None;
+        debug!("resuming accepts");
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let Some(socket) = l.socket.as_mut() {
+                // A fresh registration reports readiness that is already there (the backlog).
+                let _ = core
+                    .registry
+                    .register(socket, listener_token(i), Interest::READABLE);
+            }
+        }
+        for i in 0..self.listeners.len() {
+            self.accept_ready(i, handler, core, states);
+        }
+    }
+
+    fn admit<H: Handler>(
+        &mut self,
+        index: usize,
+        stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        handler: &mut H,
+        core: &mut Core<H::Message>,
+        states: &mut States<H::Conn>,
+    ) {
+        core.stats.accepted_total += 1;
+        let listener = ListenerId(index as u16);
+        let Some(state) = handler.accept(listener, peer) else {
+            debug!("listener {} refused {peer}", self.listeners[index].name);
+            return;
+        };
+        if core.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let id = match core.insert(stream, Some(listener), Phase::Open) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("register {peer} failed: {e}");
+                return;
+            }
+        };
+        states.insert(id.key, state);
+        if log::log_enabled!(target: IO, Level::Trace) {
+            core.peers.insert(id.key, peer);
+        }
+        trace!(target: IO, "{} accepted on {} (interest R)", core.who(id.key), self.listeners[index].name);
+        with_conn(handler, core, states, id, |h, cx, conn| h.on_open(cx, conn));
+        // Data may already be waiting (the client wrote right after connecting); the
+        // registration reports it as an event, so there is no need to read here.
+    }
+}

@@ -1,0 +1,435 @@
+//! `ConnIo`: filling and flushing one connection. Read until the socket is drained and hand the
+//! bytes to the handler; `writev` the queue, arm WRITABLE when the kernel pushes back, drop it
+//! when the queue drains; apply backpressure; finish an outgoing connect.
+//!
+//! This is where the syscalls on connected sockets happen, one trace line each (target
+//! `readyloop::io`). It borrows what one event needs from the `EventLoop` (the handler, the
+//! `Core`, the states and the loop's one read buffer) for the length of that event.
+
+use super::connection::{flags, Phase};
+use super::core::{Core, Who, IO, SPARE_INBUF};
+use super::handler::{with_conn, ContextOf, Handler};
+use super::id::CloseReason;
+use super::out_queue::MAX_IOVECS;
+use super::states::States;
+use log::{debug, trace, warn};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+
+/// Read at most this many times per connection per readiness event (16 × 64 KiB = 1 MiB)
+/// before moving on to other connections; the connection is read again next iteration.
+pub(crate) const READS_PER_EVENT: usize = 16;
+/// Write at most this many bytes per connection per flush (redis uses 64 KiB per event; we
+/// write whole `writev`s, so the cap is looser) before giving other connections their turn.
+const WRITE_BUDGET: usize = 1 << 20;
+
+/// What one connection event borrows from the loop.
+pub(crate) struct ConnIo<'a, H: Handler> {
+    pub(crate) handler: &'a mut H,
+    pub(crate) core: &'a mut Core<H::Message>,
+    pub(crate) states: &'a mut States<H::Conn>,
+    /// The one read buffer of the loop (uSockets): every `read` lands here, and only the
+    /// unconsumed tail of an incomplete message is copied into the connection's own `inbuf`.
+    pub(crate) scratch: &'a mut [u8],
+}
+
+impl<H: Handler> ConnIo<'_, H> {
+    /// Runs a callback about slot `key`'s connection with its state.
+    fn call<R>(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut H, &mut ContextOf<'_, H>, &mut H::Conn) -> R,
+    ) -> Option<R> {
+        let id = self.core.id_of(key);
+        with_conn(self.handler, self.core, self.states, id, f)
+    }
+
+    /// A readiness event for slot `key`. It may be stale: the connection may have been closed
+    /// earlier in this batch (its slot is freed only in the reap phase), and is then ignored.
+    pub(crate) fn ready(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
+        let Some(c) = self.core.conns.get(key) else {
+            trace!(target: IO, "conn {key} stale event: slot empty");
+            return;
+        };
+        match c.phase {
+            Phase::Closed => {
+                trace!(target: IO, "conn {key} stale event: closed earlier in this batch");
+            }
+            Phase::Connecting => {
+                if writable || readable {
+                    self.finish_connect(key);
+                }
+            }
+            _ => {
+                if writable {
+                    self.flush_outbuf(key);
+                }
+                if readable {
+                    self.read_ready(key, hup);
+                }
+            }
+        }
+    }
+
+    fn finish_connect(&mut self, key: usize) {
+        let c = &mut self.core.conns[key];
+        let result = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => c.stream.peer_addr().map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                c.phase = Phase::Open;
+                trace!(target: IO, "conn {key} connected");
+                if self.core.config.nodelay {
+                    let _ = self.core.conns[key].stream.set_nodelay(true);
+                }
+                self.core.update_interest(key);
+                self.call(key, |h, cx, conn| h.on_open(cx, conn));
+                // Output queued while connecting (flushes skip connecting sockets) goes now.
+                if self.core.conns.get(key).is_some_and(|c| c.pending() > 0) {
+                    self.core.schedule_flush(key);
+                }
+                self.read_ready(key, true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                trace!(target: IO, "conn {key} connect still in progress");
+            }
+            Err(e) => {
+                debug!("conn {key} connect failed: {e}");
+                self.core
+                    .close_now(key, None, CloseReason::ConnectFailed(e.kind()));
+            }
+        }
+    }
+
+    /// Reads until the socket is drained, EOF, an error, a pause, or the per-event budget.
+    ///
+    /// Edge-triggered readiness means a read we skip is an event we never get again, so the
+    /// socket must be drained. A *short* read (fewer bytes than asked) already drained it: TCP
+    /// copies until the buffer is full or the queue is empty, and data arriving later raises a
+    /// new edge. So we stop there and save the `read` that would only say `WouldBlock` (a third
+    /// of the syscalls of a ping-pong). The exception is `until_would_block`: when the event
+    /// said the peer closed (the FIN raises no further edge of its own), or when there was no
+    /// event at all (deferred reads), we read on until `WouldBlock` or EOF.
+    pub(crate) fn read_ready(&mut self, key: usize, until_would_block: bool) {
+        let mut budget = READS_PER_EVENT;
+        // Bytes left unconsumed while the handler had reading paused are offered first.
+        if self
+            .core
+            .conns
+            .get(key)
+            .is_some_and(|c| c.phase == Phase::Open && !c.paused() && c.inbuf_len() > 0)
+        {
+            self.deliver(key, 0);
+        }
+        loop {
+            let Some(c) = self.core.conns.get_mut(key) else {
+                return;
+            };
+            let discarding = matches!(c.phase, Phase::Closing | Phase::Lingering);
+            if c.phase == Phase::Closed || c.has(flags::EOF) || (c.paused() && !discarding) {
+                return;
+            }
+            if budget == 0 {
+                self.core.schedule_read(key);
+                return;
+            }
+            budget -= 1;
+            let asked = self.scratch.len();
+            match c.stream.read(self.scratch) {
+                Ok(0) => {
+                    trace!(target: IO, "{} read EOF", self.core.who(key));
+                    self.on_peer_eof(key);
+                    return;
+                }
+                Ok(n) => {
+                    self.core.stats.bytes_read += n as u64;
+                    trace!(target: IO, "{} read {n} of {asked} (inbuf {})",
+                        self.core.who(key), self.core.conns[key].inbuf_len() + n);
+                    if discarding {
+                        trace!(target: IO, "{} discarded {n} bytes (closing)", self.core.who(key));
+                        if n < asked && !until_would_block {
+                            return;
+                        }
+                        continue;
+                    }
+                    self.deliver(key, n);
+                    self.apply_backpressure(key);
+                    if n < asked && !until_would_block {
+                        trace!(target: IO, "{} short read: socket drained", self.core.who(key));
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(target: IO, "{} read WouldBlock", self.core.who(key));
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{} read failed: {e}", self.core.who(key));
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_peer_eof(&mut self, key: usize) {
+        let c = &mut self.core.conns[key];
+        c.flags |= flags::EOF;
+        match c.phase {
+            Phase::Lingering => self.core.close_now(key, None, CloseReason::Done),
+            Phase::Open => {
+                self.call(key, |h, cx, conn| h.on_eof(cx, conn));
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands `n` fresh bytes in the read buffer (plus any kept tail) to the handler, and keeps
+    /// what it did not consume.
+    fn deliver(&mut self, key: usize, n: usize) {
+        let id = self.core.id_of(key);
+        let kept = match self.core.conns[key].bufs.as_mut() {
+            Some(b) if !b.inbuf.is_empty() => std::mem::take(&mut b.inbuf),
+            _ => {
+                // Fast path: the handler reads straight from the loop's buffer; nothing is
+                // copied unless it leaves an incomplete message behind.
+                let data = &mut self.scratch[..n];
+                let used = with_conn(self.handler, self.core, self.states, id, |h, cx, conn| {
+                    h.on_data(cx, conn, data)
+                })
+                .unwrap_or(n)
+                .min(n);
+                if used < n {
+                    self.keep_tail(key, used, n);
+                }
+                return;
+            }
+        };
+        let mut buf = kept;
+        if buf.len() + n > self.core.config.max_inbuf {
+            warn!(
+                "{}: incomplete message over {} bytes, closing",
+                self.core.who(key),
+                self.core.config.max_inbuf
+            );
+            self.core.close_now(key, None, CloseReason::Aborted);
+            return;
+        }
+        buf.extend_from_slice(&self.scratch[..n]);
+        let used = self
+            .call(key, |h, cx, conn| h.on_data(cx, conn, &mut buf))
+            .unwrap_or(buf.len())
+            .min(buf.len());
+        buf.drain(..used);
+        if self.core.conns[key].phase != Phase::Open {
+            return;
+        }
+        if buf.capacity() > 4 * buf.len() && buf.capacity() > SPARE_INBUF {
+            buf.shrink_to(buf.len().max(SPARE_INBUF));
+        }
+        // Put the buffer back even when empty, so its capacity goes to the pool with the rest.
+        self.core.buffers(key).inbuf = buf;
+        self.core.release_buffers(key);
+    }
+
+    fn keep_tail(&mut self, key: usize, from: usize, to: usize) {
+        let max = self.core.config.max_inbuf;
+        if self.core.conns[key].phase != Phase::Open {
+            return;
+        }
+        if to - from > max {
+            self.core.close_now(key, None, CloseReason::Aborted);
+            return;
+        }
+        self.core
+            .buffers(key)
+            .inbuf
+            .extend_from_slice(&self.scratch[from..to]);
+        trace!(target: IO, "{} kept {} byte tail", self.core.who(key), to - from);
+    }
+
+    /// Rule: pending output over the high watermark stops reading until it drains below the
+    /// low watermark, so a peer that sends without reading cannot grow our memory.
+    fn apply_backpressure(&mut self, key: usize) {
+        let high = self.core.config.high_watermark;
+        let Some(c) = self.core.conns.get(key).filter(|c| c.pending() > high) else {
+            return;
+        };
+        if !c.has(flags::WRITE_BLOCKED) {
+            self.flush_outbuf(key);
+        }
+        let Some(c) = self.core.conns.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Open && c.pending() > high && !c.has(flags::PAUSED_BY_LOOP) {
+            debug!(
+                "{}: {} bytes pending, pausing reads",
+                Who(key, &self.core.peers),
+                c.pending()
+            );
+            c.flags |= flags::PAUSED_BY_LOOP;
+            self.core.update_interest(key);
+        }
+    }
+
+    /// Phase 6: flush every connection that queued output since the loop last slept.
+    pub(crate) fn flush_all(&mut self) {
+        let keys = std::mem::take(&mut self.core.flush_list);
+        for key in keys {
+            let Some(c) = self.core.conns.get_mut(key) else {
+                continue;
+            };
+            c.flags &= !flags::IN_FLUSH_LIST;
+            if c.has(flags::WRITE_BLOCKED) {
+                // The socket refused bytes and has not said WRITABLE since: a `writev` now
+                // could only return WouldBlock. Judge the grown queue without the syscall.
+                let pending = c.pending();
+                trace!(target: IO, "{} still write-blocked, {pending} pending", self.core.who(key));
+                self.write_blocked(key);
+            } else {
+                self.flush_outbuf(key);
+            }
+        }
+    }
+
+    /// Writes queued output with `writev` until the queue drains, the kernel pushes back or the
+    /// budget is spent. Arms WRITABLE on a short write, drops it when the queue drains, and
+    /// finishes a requested close.
+    fn flush_outbuf(&mut self, key: usize) {
+        let mut written = 0;
+        loop {
+            let Some(c) = self.core.conns.get_mut(key) else {
+                return;
+            };
+            if matches!(c.phase, Phase::Closed | Phase::Connecting) {
+                return;
+            }
+            let Some(out) = c
+                .bufs
+                .as_mut()
+                .map(|b| &mut b.out)
+                .filter(|o| !o.is_empty())
+            else {
+                break;
+            };
+            if written >= WRITE_BUDGET {
+                self.core.schedule_flush(key);
+                return;
+            }
+            let pending = out.pending();
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = out.io_slices(&mut iov);
+            let asked: usize = iov[..count].iter().map(|s| s.len()).sum();
+            match c.stream.write_vectored(&iov[..count]) {
+                Ok(0) => {
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(io::ErrorKind::WriteZero));
+                    return;
+                }
+                Ok(n) => {
+                    out.advance(n);
+                    written += n;
+                    self.core.stats.bytes_written += n as u64;
+                    if n < asked {
+                        // A short write means the socket buffer is full: the kernel sets
+                        // SOCK_NOSPACE, and will report WRITABLE when space frees up. Trying
+                        // again now would only return WouldBlock.
+                        trace!(target: IO, "{} write {n} of {asked} in {count} pieces: partial, {} pending",
+                            self.core.who(key), pending - n);
+                        self.write_blocked(key);
+                        return;
+                    }
+                    trace!(target: IO, "{} write {n} of {asked} in {count} pieces", self.core.who(key));
+                    // The socket took all it was offered: it is not blocked, whether or not the
+                    // queue drains in this flush (the write budget may stop us first).
+                    self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(target: IO, "{} write WouldBlock, {pending} pending", self.core.who(key));
+                    self.write_blocked(key);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{} write failed: {e}", self.core.who(key));
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
+                    return;
+                }
+            }
+        }
+        self.output_drained(key);
+    }
+
+    /// The kernel refused part of the queue. This, not the size of a queue that no flush has
+    /// offered to the socket yet, is what makes a connection slow: a burst queued for everyone
+    /// in one iteration says nothing about any one reader.
+    fn write_blocked(&mut self, key: usize) {
+        let c = &mut self.core.conns[key];
+        c.flags |= flags::WRITE_BLOCKED | flags::DRAIN_OWED;
+        let pending = c.pending();
+        if pending > self.core.config.max_pending {
+            warn!(
+                "{}: {pending} bytes the socket will not take, over the {} byte limit: closing slow consumer",
+                self.core.who(key),
+                self.core.config.max_pending
+            );
+            self.core.close_now(key, None, CloseReason::SlowConsumer);
+            return;
+        }
+        let resume = c.has(flags::PAUSED_BY_LOOP) && pending < self.core.config.low_watermark;
+        if resume {
+            self.resume_after_drain(key);
+        }
+        self.core.update_interest(key);
+        if self.core.conns[key].phase == Phase::Open {
+            self.call(key, |h, cx, conn| h.on_write_blocked(cx, conn, pending));
+        }
+    }
+
+    fn resume_after_drain(&mut self, key: usize) {
+        let c = &mut self.core.conns[key];
+        c.flags &= !flags::PAUSED_BY_LOOP;
+        debug!(
+            "{}: output below low watermark, resuming reads",
+            self.core.who(key)
+        );
+        self.core.schedule_read(key);
+    }
+
+    fn output_drained(&mut self, key: usize) {
+        self.core.release_buffers(key);
+        let c = &mut self.core.conns[key];
+        let was_blocked = c.has(flags::DRAIN_OWED);
+        c.flags &= !(flags::WRITE_BLOCKED | flags::DRAIN_OWED);
+        if c.has(flags::PAUSED_BY_LOOP) {
+            self.resume_after_drain(key);
+        }
+        self.core.update_interest(key);
+        let c = &mut self.core.conns[key];
+        match c.phase {
+            Phase::Closing => {
+                let eof = c.has(flags::EOF);
+                let _ = c.stream.shutdown(Shutdown::Write);
+                trace!(target: IO, "{} shutdown(write): FIN sent", self.core.who(key));
+                if eof {
+                    self.core.close_now(key, None, CloseReason::Done);
+                } else {
+                    self.core.conns[key].phase = Phase::Lingering;
+                    let linger = self.core.config.linger_timeout;
+                    self.core.set_timer_raw(key, linger);
+                    // The peer's EOF may already be waiting, with no new edge to report it.
+                    self.core.schedule_read(key);
+                }
+            }
+            Phase::Open if was_blocked => {
+                self.call(key, |h, cx, conn| h.on_drained(cx, conn));
+            }
+            _ => {}
+        }
+    }
+}

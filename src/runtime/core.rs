@@ -1,0 +1,383 @@
+//! `Core`: everything a `Context` may touch, the connections and their bookkeeping, with no
+//! `Handler` in sight.
+//!
+//! The loop is split along its borrows. `EventLoop` owns the handler, the poll and the read
+//! buffer; `Core` owns the slab of `Connection`s, the timer wheel, the lists of work to do
+//! before the loop sleeps (flush, read again, reap) and a pool of spare buffers. A callback is
+//! handed the handler, a `Context` over the `Core` and its own connection's state all at once,
+//! because they are three different places.
+//!
+//! Everything here is immediate bookkeeping: queueing output marks the connection for the flush
+//! phase, closing marks it for the reap phase, interest changes go to the poll only when they
+//! change (`update_interest`). No callback runs from here.
+
+use super::config::{Config, Stats};
+use super::connection::{flags, interest_name, Buffers, Connection, Phase, READABLE, WRITABLE};
+use super::handle::Handle;
+use super::id::{CloseReason, ConnId, ListenerId};
+use super::out_queue::{Chunk, OutQueue};
+use super::sys;
+use super::timer::TimerWheel;
+use log::{debug, trace, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The log target for one line per syscall; `RUST_LOG=readyloop::io=trace` shows only those.
+pub(crate) const IO: &str = "readyloop::io";
+
+/// The timer wheel's owner key of handler deadlines (`Context::set_loop_timer`); the
+/// generation slot carries the handler's tag. Never a slab key (the slab is far smaller).
+pub(crate) const LOOP_TIMER_OWNER: usize = usize::MAX;
+
+/// Emptied buffers kept for reuse: 64, each holding at most 64 KiB of input capacity and a
+/// 64 KiB output buffer, so the pool is bounded at a few MiB however many connections come and go.
+const SPARE_BUFFERS: usize = 64;
+/// Input capacity over this (64 KiB) is freed rather than pooled.
+pub(crate) const SPARE_INBUF: usize = 64 * 1024;
+/// Spare buffers. The boxes themselves are what is pooled (a connection holds a `Box`), so
+/// reusing one saves its allocation too.
+#[allow(clippy::vec_box)]
+type BufferPool = Vec<Box<Buffers>>;
+
+/// The connections and everything the loop does to them between callbacks.
+pub struct Core<M> {
+    pub(crate) conns: Slab<Connection>,
+    pub(crate) stats: Stats,
+    /// The time the loop read after its last `poll`.
+    pub(crate) now: Instant,
+    pub(crate) handle: Handle<M>,
+    pub(crate) shutting_down: bool,
+    pub(crate) registry: Registry,
+    pub(crate) config: Config,
+    pub(crate) timers: TimerWheel,
+    /// Connections with output to flush before the loop sleeps.
+    pub(crate) flush_list: Vec<usize>,
+    /// Connections to read again without waiting for an event.
+    pub(crate) read_list: Vec<usize>,
+    /// Connections marked `Closed`, freed at the end of the iteration.
+    pub(crate) closed: Vec<(usize, CloseReason)>,
+    next_gen: u32,
+    /// Emptied buffers, lent to the next busy connection (no malloc per busy episode).
+    spare: BufferPool,
+    /// Peer addresses, kept only while trace logging is on (so the log can name the peer
+    /// without costing idle connections 32 bytes each in normal runs).
+    pub(crate) peers: HashMap<usize, SocketAddr>,
+}
+
+/// Formats `conn KEY PEER` for log lines.
+pub(crate) struct Who<'a>(pub(crate) usize, pub(crate) &'a HashMap<usize, SocketAddr>);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1.get(&self.0) {
+            Some(peer) => write!(f, "conn {} {}", self.0, peer),
+            None => write!(f, "conn {}", self.0),
+        }
+    }
+}
+
+impl<M> Core<M> {
+    pub(crate) fn new(registry: Registry, handle: Handle<M>, config: Config) -> Core<M> {
+        let now = Instant::now();
+        Core {
+            conns: Slab::with_capacity(config.reserve_connections),
+            stats: Stats::new(now),
+            now,
+            handle,
+            shutting_down: false,
+            registry,
+            timers: TimerWheel::new(now),
+            flush_list: Vec::new(),
+            read_list: Vec::new(),
+            closed: Vec::new(),
+            next_gen: 0,
+            peers: HashMap::new(),
+            spare: Vec::new(),
+            config,
+        }
+    }
+
+    pub(crate) fn who(&self, key: usize) -> Who<'_> {
+        Who(key, &self.peers)
+    }
+
+    /// The id of the connection in slot `key` (which must be occupied).
+    pub(crate) fn id_of(&self, key: usize) -> ConnId {
+        ConnId {
+            key,
+            gen: self.conns[key].gen,
+        }
+    }
+
+    /// A connection that has not been marked closed, if `id` still names it.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Connection> {
+        self.conns
+            .get(id.key)
+            .filter(|c| c.gen == id.gen && c.phase != Phase::Closed)
+    }
+
+    /// A connection that is open (or connecting), if `id` still names it.
+    fn open_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns
+            .get_mut(id.key)
+            .filter(|c| c.gen == id.gen && matches!(c.phase, Phase::Open | Phase::Connecting))
+    }
+
+    /// Puts a freshly accepted or connecting socket in the slab, registered for `interest`.
+    pub(crate) fn insert(
+        &mut self,
+        mut stream: TcpStream,
+        listener: Option<ListenerId>,
+        phase: Phase,
+    ) -> io::Result<ConnId> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let (bits, interest) = match phase {
+            Phase::Connecting => (READABLE | WRITABLE, Interest::READABLE | Interest::WRITABLE),
+            _ => (READABLE, Interest::READABLE),
+        };
+        self.registry.register(&mut stream, Token(key), interest)?;
+        let gen = self.next_gen;
+        self.next_gen = gen.wrapping_add(1);
+        let mut conn = Connection::new(stream, gen, listener);
+        conn.phase = phase;
+        conn.interest = bits;
+        entry.insert(conn);
+        match listener {
+            Some(l) => self.stats.open[l.0 as usize] += 1,
+            None => self.stats.open_outgoing += 1,
+        }
+        Ok(ConnId { key, gen })
+    }
+
+    /// Queues output for an open connection, lending it buffers from the pool if it had none.
+    fn out_of(&mut self, id: ConnId) -> Option<&mut OutQueue> {
+        let c = self
+            .conns
+            .get_mut(id.key)
+            .filter(|c| c.gen == id.gen && matches!(c.phase, Phase::Open | Phase::Connecting))?;
+        Some(&mut buffers(c, &mut self.spare).out)
+    }
+
+    /// The buffers of slot `key`, lent from the pool if it had none.
+    pub(crate) fn buffers(&mut self, key: usize) -> &mut Buffers {
+        buffers(&mut self.conns[key], &mut self.spare)
+    }
+
+    /// Takes an emptied connection's buffers back into the pool.
+    pub(crate) fn release_buffers(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.bufs.as_ref().is_some_and(|b| b.is_empty()) {
+                if let Some(b) = c.bufs.take() {
+                    recycle(&mut self.spare, b);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn schedule_flush(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.has(flags::IN_FLUSH_LIST) {
+                c.flags |= flags::IN_FLUSH_LIST;
+                self.flush_list.push(key);
+            }
+        }
+    }
+
+    pub(crate) fn schedule_read(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.has(flags::IN_READ_LIST) {
+                c.flags |= flags::IN_READ_LIST;
+                self.read_list.push(key);
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, id: ConnId, chunk: Chunk) -> bool {
+        let Some(out) = self.out_of(id) else {
+            return false;
+        };
+        out.push(chunk);
+        self.schedule_flush(id.key);
+        true
+    }
+
+    pub(crate) fn send_copy(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        let Some(out) = self.out_of(id) else {
+            return false;
+        };
+        out.push_copy(bytes);
+        self.schedule_flush(id.key);
+        true
+    }
+
+    pub(crate) fn close_gracefully(&mut self, id: ConnId) {
+        let timeout = self.config.close_timeout;
+        let Some(c) = self.open_mut(id) else {
+            return;
+        };
+        debug!(
+            "conn {}: closing after {} pending bytes",
+            id.key,
+            c.pending()
+        );
+        c.phase = Phase::Closing;
+        if let Some(b) = c.bufs.as_mut() {
+            b.inbuf.clear();
+        }
+        self.set_timer_raw(id.key, timeout);
+        self.schedule_flush(id.key);
+    }
+
+    /// Marks a connection `Closed` (freed in the reap phase). `gen` guards against stale ids.
+    pub(crate) fn close_now(&mut self, key: usize, gen: Option<u32>, why: CloseReason) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Closed || gen.is_some_and(|g| g != c.gen) {
+            return;
+        }
+        c.phase = Phase::Closed;
+        if let Some(mut b) = c.bufs.take() {
+            b.inbuf.clear();
+            b.out.clear();
+            recycle(&mut self.spare, b);
+        }
+        if let Some(t) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        self.closed.push((key, why));
+    }
+
+    pub(crate) fn set_handler_pause(&mut self, id: ConnId, pause: bool) {
+        let Some(c) = self
+            .conns
+            .get_mut(id.key)
+            .filter(|c| c.gen == id.gen && c.phase != Phase::Closed)
+        else {
+            return;
+        };
+        if pause {
+            c.flags |= flags::PAUSED_BY_HANDLER;
+        } else if c.has(flags::PAUSED_BY_HANDLER) {
+            c.flags &= !flags::PAUSED_BY_HANDLER;
+            self.schedule_read(id.key);
+        }
+        self.update_interest(id.key);
+    }
+
+    pub(crate) fn set_timer(&mut self, id: ConnId, after: Duration) {
+        if self.open_mut(id).is_some() {
+            self.set_timer_raw(id.key, after);
+        }
+    }
+
+    /// Arms slot `key`'s one deadline, replacing any earlier one.
+    pub(crate) fn set_timer_raw(&mut self, key: usize, after: Duration) {
+        let at = self.now + after;
+        let c = &mut self.conns[key];
+        if let Some(t) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        c.timer = Some(self.timers.insert(at, (key, c.gen)));
+    }
+
+    pub(crate) fn cancel_timer(&mut self, id: ConnId) {
+        if let Some(c) = self.open_mut(id) {
+            if let Some(t) = c.timer.take() {
+                self.timers.cancel(t);
+            }
+        }
+    }
+
+    /// Arms a deadline that belongs to the handler, not to a connection: `on_loop_timer(tag)`
+    /// runs once it passes. There is no cancel; a handler ignores a tag it no longer wants.
+    pub(crate) fn set_loop_timer(&mut self, after: Duration, tag: u32) {
+        let at = self.now + after;
+        self.timers.insert(at, (LOOP_TIMER_OWNER, tag));
+    }
+
+    /// `connect(2)` on a fresh non-blocking socket and a slab slot in `Connecting`. Never
+    /// blocks: the result comes back as WRITABLE. `from` binds a source address first.
+    pub(crate) fn connect(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+    ) -> io::Result<ConnId> {
+        let stream = match from {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => TcpStream::from_std(sys::connect_from(ip, addr)?),
+        };
+        let id = self.insert(stream, None, Phase::Connecting)?;
+        trace!(target: IO, "conn {} connect {addr} in progress", id.key);
+        Ok(id)
+    }
+
+    /// Re-registers only when the wanted interest differs from what the poll has: a
+    /// `reregister` is a syscall, and most writes never change the interest.
+    pub(crate) fn update_interest(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.phase == Phase::Closed {
+            return;
+        }
+        let want = c.wanted_interest();
+        if want == c.interest {
+            return;
+        }
+        let interest = match want {
+            READABLE => Interest::READABLE,
+            WRITABLE => Interest::WRITABLE,
+            _ => Interest::READABLE | Interest::WRITABLE,
+        };
+        let before = c.interest;
+        match self
+            .registry
+            .reregister(&mut c.stream, Token(key), interest)
+        {
+            Ok(()) => {
+                c.interest = want;
+                trace!(target: IO, "{} interest {} -> {}", Who(key, &self.peers),
+                    interest_name(before), interest_name(want));
+            }
+            Err(e) => {
+                warn!("{}: reregister failed: {e}", Who(key, &self.peers));
+                self.close_now(key, None, CloseReason::PeerGone(e.kind()));
+            }
+        }
+    }
+
+    /// The ids of every open connection (not those already closing), for broadcasts.
+    pub(crate) fn open_ids(&self) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Open | Phase::Connecting))
+            .map(|(key, c)| ConnId { key, gen: c.gen })
+            .collect()
+    }
+}
+
+/// A connection's buffers, taken from the pool (or allocated) if it has none.
+fn buffers<'c>(c: &'c mut Connection, spare: &mut BufferPool) -> &'c mut Buffers {
+    c.bufs
+        .get_or_insert_with(|| spare.pop().unwrap_or_default())
+}
+
+/// Returns emptied buffers to the pool, trimmed to what is worth keeping.
+fn recycle(spare: &mut BufferPool, mut b: Box<Buffers>) {
+    if spare.len() >= SPARE_BUFFERS {
+        return;
+    }
+    debug_assert!(b.is_empty());
+    if b.inbuf.capacity() > SPARE_INBUF {
+        b.inbuf = Vec::new();
+    }
+    b.out.shrink();
+    spare.push(b);
+}

@@ -1,0 +1,143 @@
+//! The configuration of `readyloop serve`: which listeners, and each service's settings.
+//!
+//! Plain data with the documented defaults; the binary fills it from the command line, an
+//! embedder builds it by hand. Each service takes the part it needs when the server is made.
+
+#[cfg(feature = "redis")]
+use super::redis_relay::RedisUrl;
+use crate::runtime::Config;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default capacity of each task thread's queue, counted in **messages**: one per 64 KiB body
+/// piece, plus one for each `begin` and `finish`. The buffered body is thus bounded by
+/// `queue depth × piece` per thread: 256 × 64 KiB = 16 MiB. A full queue only pauses reading
+/// the connection whose piece did not fit (TCP pushes back on the client).
+pub const DEFAULT_TASK_QUEUE: usize = 256;
+
+/// What the line listener does with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineMode {
+    /// Write each line back to its sender.
+    Echo,
+    /// Write each line to every *other* line client (push instead of poll).
+    Broadcast,
+}
+
+/// The protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Greeting, then close.
+    Hello,
+    /// Newline-framed messages.
+    Line,
+    /// HTTP/1.1 and WebSocket.
+    #[cfg(feature = "http")]
+    Http,
+}
+
+impl Protocol {
+    /// The name used in `listening <name> <addr>` and in `/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Hello => "hello",
+            Protocol::Line => "line",
+            #[cfg(feature = "http")]
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// Configuration of `readyloop serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listeners to bind, in order; `None` addresses are disabled (`off`). Without the `http`
+    /// feature the default is `None`, and `bind` refuses `Some` with a message saying so.
+    pub http: Option<SocketAddr>,
+    /// See `http`.
+    pub line: Option<SocketAddr>,
+    /// See `http`.
+    pub hello: Option<SocketAddr>,
+    /// The hello greeting, sent as is followed by `\n`.
+    pub greeting: String,
+    /// Echo or broadcast.
+    pub line_mode: LineMode,
+    /// Longest accepted line, in bytes (without its terminator).
+    pub max_line: usize,
+    /// Close line and hello connections idle this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// SO_REUSEPORT on every listener (worker processes).
+    pub reuse_port: bool,
+    /// HTTP and WebSocket settings (unused without an HTTP listener, like with `--http off`).
+    pub web: WebConfig,
+    /// Relay broadcasts through Redis pub/sub to other processes (`--redis`).
+    #[cfg(feature = "redis")]
+    pub redis: Option<RedisUrl>,
+    /// The loop's own tunables.
+    pub loop_config: Config,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            http: cfg!(feature = "http").then(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            line: Some(SocketAddr::from(([127, 0, 0, 1], 10000))),
+            hello: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
+            greeting: "Hello, World!".to_string(),
+            line_mode: LineMode::Echo,
+            max_line: 65536,
+            idle_timeout: None,
+            reuse_port: false,
+            web: WebConfig::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
+            loop_config: Config::default(),
+        }
+    }
+}
+
+/// HTTP and WebSocket settings of `readyloop serve`.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Largest request body, in bytes (`--max-body`, 64 MiB).
+    pub max_body: u64,
+    /// The request head must arrive within this (`--header-timeout`, 10 s; slowloris).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this (`--keepalive-timeout`, 75 s).
+    pub keepalive_timeout: Duration,
+    /// Where uploads are stored (`--upload-dir`, `./uploads`).
+    pub upload_dir: std::path::PathBuf,
+    /// Background task threads (`--task-threads`, 1).
+    pub task_threads: usize,
+    /// Queued task messages per thread (`--task-queue`, `DEFAULT_TASK_QUEUE`).
+    pub task_queue: usize,
+    /// Ping idle WebSocket clients this often, and drop them if no pong came by the next
+    /// ping (`--ws-ping`, 30 s; `None` disables).
+    pub ws_ping: Option<Duration>,
+    /// Largest WebSocket message, in bytes (`--max-message`, 16 MiB; over it → close 1009).
+    pub max_message: usize,
+    /// Pending output over which a `/ws` client is cut off as too slow (`--ws-max-pending`, 4 MiB).
+    pub ws_max_pending: usize,
+    /// How `/ws` wraps a broadcast message; `{}` is replaced by the message.
+    pub broadcast_format: String,
+    /// Allowed `Origin` values for WebSocket upgrades (empty: any).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_body: 64 << 20,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            upload_dir: "uploads".into(),
+            task_threads: 1,
+            task_queue: DEFAULT_TASK_QUEUE,
+            ws_ping: Some(Duration::from_secs(30)),
+            max_message: 16 << 20,
+            ws_max_pending: 4 << 20,
+            broadcast_format: "📢 새로운 알림: {}".to_string(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! The HTTP/1.1 service: the routes, the request timers, and uploads handed to background tasks.
+//!
+//! This file turns what the sans-IO `codec::http::RequestParser` reports (a head, body slices,
+//! the end of a request) into responses queued through the loop's `Context`. It owns the
+//! per-connection request state (`HttpConn`: nothing between requests, so an idle keep-alive
+//! connection costs a null pointer), the timers of a request (the header deadline against
+//! slowloris, the keep-alive timeout), and `uploads.rs` (`POST /upload-file`: the body goes to
+//! a task thread, `202` as soon as it is all in).
+//!
+//! The routing table is here, whole. Two routes are answered by the dispatcher because their
+//! answer needs another service: `/stats` (every service's counters) and the WebSocket
+//! endpoints (`/ws`, `/echo`: the connection becomes a WebSocket). For those `on_data` stops
+//! with `Progress::Delegate`; the dispatcher answers through `answer` or takes the connection
+//! over, and calls `on_data` again with the rest of the bytes.
+
+mod store;
+pub mod uploads;
+
+pub use self::store::{TaskId, TaskStatus, TaskUpdate, UploadStore};
+use self::uploads::{Flow, Start, TaskCounters, Upload, Uploads};
+use super::config::WebConfig;
+use crate::codec::http::query::query_param;
+use crate::codec::http::request::{BodyFraming, Event, Limits, Method, RequestHead, RequestParser};
+use crate::codec::http::response::{write_error, Response, CONTINUE};
+use crate::codec::http::HttpError;
+use crate::runtime::{CloseReason, ConnId, Context};
+use log::{debug, info};
+use std::time::Duration;
+
+const LOG: &str = "readyloop::http";
+
+/// When a task queue is full, try again after this long (one timer tick).
+const STALL_RETRY: Duration = Duration::from_millis(10);
+/// A request body must bring this many bytes (1 KiB) per `--header-timeout` to keep its
+/// connection: at the default 10 s, at least ~100 bytes/s.
+const MIN_BODY_PROGRESS: usize = 1024;
+
+/// The chat page served at `GET /`.
+const CHAT_PAGE: &[u8] = include_bytes!("chat.html");
+
+/// An HTTP connection's state: `None` between requests, the request in progress otherwise.
+pub type HttpConn = Option<Box<Exchange>>;
+
+/// One request in progress on a connection.
+#[derive(Debug)]
+pub struct Exchange {
+    parser: RequestParser,
+    /// `None` while the head is still arriving.
+    request: Option<Request>,
+    /// Body bytes received since the request deadline was last pushed back.
+    body_progress: usize,
+}
+
+#[derive(Debug)]
+struct Request {
+    keep_alive: bool,
+    head_only: bool,
+    /// `Expect: 100-continue` with a body: a refusal is answered at once, before the body.
+    continue_wanted: bool,
+    answer: Answer,
+}
+
+/// How a request is being answered.
+#[derive(Debug)]
+enum Answer {
+    /// A response prepared at the head, sent once the (discarded) body has been read.
+    Respond(Response),
+    /// An upload in progress.
+    Upload(Box<Upload>),
+    /// The dispatcher is deciding (`Progress::Delegate`); it calls `answer` next.
+    Delegated,
+}
+
+impl Exchange {
+    fn upload(&mut self) -> Option<&mut Upload> {
+        match &mut self.request {
+            Some(Request {
+                answer: Answer::Upload(up),
+                ..
+            }) => Some(up),
+            _ => None,
+        }
+    }
+}
+
+/// A request this service parsed but the dispatcher answers.
+#[derive(Debug)]
+pub enum Delegated {
+    /// `GET /stats` (`?all=1`: every worker summed).
+    Stats {
+        /// `?all=1` was asked.
+        all: bool,
+    },
+    /// `GET /ws` or `/echo` (an upgrade, or a request the WebSocket service refuses).
+    WebSocket(Box<RequestHead>),
+}
+
+/// How far `on_data` got.
+#[derive(Debug)]
+pub enum Progress {
+    /// This many bytes were used; wait for more (or the connection is closing).
+    Used(usize),
+    /// This many bytes were used, up to the end of a head the dispatcher must answer.
+    Delegate(usize, Delegated),
+}
+
+/// What the parse loop does after one event.
+enum Next {
+    Parse,
+    /// Reading is paused (an upload waits for its task queue).
+    Pause,
+    /// The connection is closing; stop parsing.
+    Closed,
+    Delegate(Delegated),
+}
+
+/// Where a request head goes.
+enum Route {
+    Respond(Response),
+    Upload(Start),
+    Stats {
+        all: bool,
+    },
+    #[cfg(feature = "websocket")]
+    WebSocket,
+}
+
+/// The HTTP service.
+pub struct HttpService {
+    limits: Limits,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    uploads: Uploads,
+}
+
+impl HttpService {
+    /// A service with `web`'s limits, handing uploads to `store` (`None`: uploads get 503).
+    pub fn new(web: &WebConfig, store: Option<UploadStore>) -> HttpService {
+        HttpService {
+            limits: Limits {
+                max_body: web.max_body,
+                ..Limits::default()
+            },
+            header_timeout: web.header_timeout,
+            keepalive_timeout: web.keepalive_timeout,
+            uploads: Uploads::new(store),
+        }
+    }
+
+    /// Task counts since start.
+    pub fn task_counters(&self) -> TaskCounters {
+        self.uploads.counters()
+    }
+
+    /// A task thread's report.
+    pub fn task_update(&mut self, update: TaskUpdate) {
+        self.uploads.update(update);
+    }
+
+    /// Stops the task threads once the loop has ended (they have drained by then unless the
+    /// shutdown timed out; queued work is still finished before this returns).
+    pub fn shut_down(&mut self) {
+        self.uploads.shut_down();
+    }
+
+    /// A client connected: its first request head must arrive within the header timeout.
+    pub fn on_open<S, M>(&mut self, cx: &mut Context<'_, S, M>) {
+        let id = cx.id();
+        cx.set_timer(id, self.header_timeout);
+    }
+
+    /// Parses and answers requests in `data` until it runs out, an upload pauses, or a head
+    /// needs the dispatcher.
+    pub fn on_data<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        conn: &mut HttpConn,
+        data: &[u8],
+    ) -> Progress {
+        let id = cx.id();
+        let ex = conn.get_or_insert_with(|| {
+            // A new request begins: its head has `header_timeout` to arrive, however slowly
+            // its bytes trickle in.
+            cx.set_timer(id, self.header_timeout);
+            Box::new(Exchange {
+                parser: RequestParser::new(self.limits),
+                request: None,
+                body_progress: 0,
+            })
+        });
+        if ex.upload().is_some_and(|up| up.is_stalled()) {
+            // Paused: these bytes wait in the loop's buffer until the task thread catches up.
+            return Progress::Used(0);
+        }
+        let mut used = 0;
+        loop {
+            let (n, event) = match ex.parser.parse(&data[used..]) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.fail_request(cx, ex, &e);
+                    return Progress::Used(data.len());
+                }
+            };
+            used += n;
+            let next = match event {
+                None => break,
+                Some(Event::Head(head)) => self.on_head(cx, ex, head),
+                Some(Event::Body(bytes)) => self.on_body(cx, ex, bytes),
+                Some(Event::End) => self.on_end(cx, ex),
+            };
+            match next {
+                Next::Parse => {}
+                Next::Pause => return Progress::Used(used),
+                Next::Closed => return Progress::Used(data.len()),
+                Next::Delegate(d) => return Progress::Delegate(used, d),
+            }
+        }
+        self.settle(cx, conn, used == data.len());
+        Progress::Used(used)
+    }
+
+    /// The dispatcher's answer to a delegated request. Returns false when the connection is
+    /// closing (the answer went out at once, before a body the client was waiting to send).
+    pub fn answer<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        conn: &mut HttpConn,
+        response: Response,
+    ) -> bool {
+        let Some(request) = conn.as_mut().and_then(|ex| ex.request.as_mut()) else {
+            return true;
+        };
+        request.answer = Answer::Respond(response);
+        !matches!(self.refuse_before_body(cx, request), Next::Closed)
+    }
+
+    /// After processing: an idle connection drops its request state and waits for the next
+    /// request under the keep-alive timeout; a busy one keeps it.
+    fn settle<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn, all_used: bool) {
+        let idle = conn
+            .as_ref()
+            .is_some_and(|ex| ex.request.is_none() && ex.parser.is_idle());
+        if idle && all_used {
+            let id = cx.id();
+            cx.set_timer(id, self.keepalive_timeout);
+            *conn = None;
+        }
+    }
+
+    fn fail_request<S, M>(&mut self, cx: &mut Context<'_, S, M>, ex: &mut Exchange, e: &HttpError) {
+        let id = cx.id();
+        debug!(target: LOG, "conn {id}: {} {}", e.status, e.reason);
+        if let Some(up) = ex.upload() {
+            up.abort(&self.uploads);
+        }
+        ex.request = None;
+        let mut out = Vec::new();
+        write_error(&mut out, e);
+        cx.send(id, out);
+        cx.close(id);
+    }
+
+    fn on_head<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        ex: &mut Exchange,
+        head: Box<RequestHead>,
+    ) -> Next {
+        let id = cx.id();
+        debug!(target: LOG, "conn {id}: {} {}{}{} HTTP/1.{}", head.method, head.path,
+            if head.query.is_some() { "?" } else { "" }, head.query.as_deref().unwrap_or(""),
+            head.version_minor);
+        // The head is complete: from here the request is bounded by the body's own pace.
+        cx.set_timer(id, self.header_timeout);
+        let has_body = head.body != BodyFraming::None;
+        let mut request = Request {
+            keep_alive: head.keep_alive && !cx.shutting_down(),
+            head_only: head.method == Method::Head,
+            continue_wanted: head.expect_continue && has_body,
+            answer: Answer::Delegated,
+        };
+        let delegated = match self.route(&head) {
+            Route::Respond(response) => {
+                request.answer = Answer::Respond(response);
+                None
+            }
+            Route::Upload(Start::Upload(up)) => {
+                if request.continue_wanted {
+                    cx.send(id, CONTINUE);
+                }
+                request.answer = Answer::Upload(up);
+                None
+            }
+            Route::Upload(Start::Refuse(response)) => {
+                request.answer = Answer::Respond(response);
+                None
+            }
+            Route::Upload(Start::RefuseNow(response)) if has_body => {
+                // Not worth reading a body we refuse anyway (the task queue is full).
+                let mut out = Vec::new();
+                response.write(&mut out, true, false);
+                cx.send(id, out);
+                cx.close(id);
+                return Next::Closed;
+            }
+            Route::Upload(Start::RefuseNow(response)) => {
+                request.answer = Answer::Respond(response);
+                None
+            }
+            Route::Stats { all } => Some(Delegated::Stats { all }),
+            #[cfg(feature = "websocket")]
+            Route::WebSocket => Some(Delegated::WebSocket(head)),
+        };
+        let next = self.refuse_before_body(cx, &mut request);
+        ex.request = Some(request);
+        match delegated {
+            Some(d) => Next::Delegate(d),
+            None => next,
+        }
+    }
+
+    /// A request refused before its body was sent (`Expect: 100-continue`) is answered now
+    /// and closed, rather than reading a body the client has not sent (RFC 9110 §10.1.1).
+    fn refuse_before_body<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        request: &mut Request,
+    ) -> Next {
+        let Answer::Respond(response) = &request.answer else {
+            return Next::Parse;
+        };
+        if !request.continue_wanted {
+            return Next::Parse;
+        }
+        let id = cx.id();
+        let mut out = Vec::new();
+        response.write(&mut out, true, request.head_only);
+        cx.send(id, out);
+        cx.close(id);
+        Next::Closed
+    }
+
+    /// Decides what a request gets.
+    fn route(&mut self, head: &RequestHead) -> Route {
+        let get = matches!(head.method, Method::Get | Method::Head);
+        let respond = Route::Respond;
+        if let Method::Other(_) = head.method {
+            return respond(Response::text(501, "method not implemented"));
+        }
+        let path = head.path.as_str();
+        match path {
+            "/" if get => respond(Response::new(200, "text/html; charset=utf-8", CHAT_PAGE)),
+            "/healthz" if get => respond(Response::new(200, "text/plain; charset=utf-8", "ok")),
+            "/stats" if get => {
+                // `?all=1`: every worker of `serve --workers N` summed.
+                let all = head.query.as_deref().and_then(|q| query_param(q, "all"));
+                Route::Stats {
+                    all: all.as_deref() == Some("1"),
+                }
+            }
+            "/" | "/healthz" | "/stats" => {
+                respond(Response::text(405, "method not allowed").header("Allow", "GET, HEAD"))
+            }
+            "/upload-file" if head.method == Method::Post => {
+                Route::Upload(Upload::start(&mut self.uploads, head))
+            }
+            "/upload-file" => {
+                respond(Response::text(405, "method not allowed").header("Allow", "POST"))
+            }
+            #[cfg(feature = "websocket")]
+            "/ws" | "/echo" => Route::WebSocket,
+            _ => match path.strip_prefix("/tasks/") {
+                Some(task) if get => {
+                    let json = task
+                        .parse::<TaskId>()
+                        .ok()
+                        .and_then(|t| self.uploads.task_json(t));
+                    match json {
+                        Some(json) => respond(Response::json(200, json)),
+                        None => respond(Response::text(404, "no such task")),
+                    }
+                }
+                Some(_) => {
+                    respond(Response::text(405, "method not allowed").header("Allow", "GET, HEAD"))
+                }
+                None => respond(Response::text(404, "not found")),
+            },
+        }
+    }
+
+    fn on_body<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        ex: &mut Exchange,
+        bytes: &[u8],
+    ) -> Next {
+        let id = cx.id();
+        // Body bytes keep the request alive, but only real progress does: the deadline is pushed
+        // back once per `MIN_BODY_PROGRESS` bytes, so a body trickling a byte at a time (the
+        // slowloris of bodies) still times out.
+        ex.body_progress += bytes.len();
+        if ex.body_progress >= MIN_BODY_PROGRESS {
+            ex.body_progress = 0;
+            cx.set_timer(id, self.header_timeout);
+        }
+        // A body nobody asked for is read and dropped.
+        match ex.upload().map(|up| up.on_body(&mut self.uploads, bytes)) {
+            Some(Flow::Pause) => self.pause(cx),
+            _ => Next::Parse,
+        }
+    }
+
+    fn on_end<S, M>(&mut self, cx: &mut Context<'_, S, M>, ex: &mut Exchange) -> Next {
+        if let Some(Flow::Pause) = ex.upload().map(|up| up.on_end(&mut self.uploads)) {
+            return self.pause(cx);
+        }
+        self.respond(cx, ex)
+    }
+
+    /// An upload's task queue is full: stop reading and try again shortly.
+    fn pause<S, M>(&mut self, cx: &mut Context<'_, S, M>) -> Next {
+        let id = cx.id();
+        debug!(target: LOG, "conn {id}: task queue full, pausing reads");
+        cx.pause_reading(id);
+        cx.set_timer(id, STALL_RETRY);
+        Next::Pause
+    }
+
+    /// Sends the answer to the finished request and readies the connection for the next.
+    fn respond<S, M>(&mut self, cx: &mut Context<'_, S, M>, ex: &mut Exchange) -> Next {
+        let id = cx.id();
+        let Some(request) = ex.request.take() else {
+            return Next::Parse;
+        };
+        let close = !request.keep_alive || cx.shutting_down();
+        let mut out = Vec::new();
+        match request.answer {
+            Answer::Respond(response) => response.write(&mut out, close, request.head_only),
+            Answer::Upload(up) => up.response().write(&mut out, close, false),
+            Answer::Delegated => {
+                Response::text(500, "request not answered").write(&mut out, true, false)
+            }
+        }
+        cx.send(id, out);
+        if close {
+            cx.close(id);
+            return Next::Closed;
+        }
+        Next::Parse
+    }
+
+    /// The connection's deadline passed: the keep-alive timeout between requests, the request
+    /// deadline (408), or the retry of a stalled upload.
+    pub fn on_timer<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let Some(ex) = conn else {
+            debug!(target: LOG, "conn {id}: keep-alive timeout");
+            cx.close(id);
+            return;
+        };
+        let Some(up) = ex.upload().filter(|up| up.is_stalled()) else {
+            info!(target: LOG, "conn {id}: request timed out");
+            self.fail_request(cx, ex, &HttpError::new(408, "request timed out"));
+            return;
+        };
+        if up.retry(&mut self.uploads) == Flow::Pause {
+            cx.set_timer(id, STALL_RETRY);
+            return;
+        }
+        if matches!(up, Upload::Complete(_)) {
+            // The body had ended: answer now.
+            if let Next::Closed = self.respond(cx, ex) {
+                return;
+            }
+        }
+        debug!(target: LOG, "conn {id}: task thread caught up, resuming reads");
+        cx.set_timer(id, self.header_timeout);
+        cx.resume_reading(id);
+        // Any bytes kept while paused are offered again by the loop.
+        self.settle(cx, conn, false);
+    }
+
+    /// Graceful shutdown reached this connection. A request whose head is complete is
+    /// answered first (the response closes the connection, so an upload in flight still gets
+    /// its 202). One whose head is still arriving has been promised nothing: it gets `503` and
+    /// a close now, instead of holding the exit until its header deadline (a slowloris would
+    /// otherwise delay every shutdown by the full `--header-timeout`).
+    pub fn on_shutdown<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        id: ConnId,
+        conn: &mut HttpConn,
+    ) {
+        match conn {
+            Some(ex) if ex.request.is_some() => {}
+            Some(_) => {
+                *conn = None;
+                debug!(target: LOG, "conn {id}: shutting down with a request head half received");
+                let mut out = Vec::new();
+                write_error(&mut out, &HttpError::new(503, "server shutting down"));
+                cx.send(id, out);
+                cx.close(id);
+            }
+            None => cx.close(id),
+        }
+    }
+
+    /// The client sent EOF: an upload it left unfinished is aborted.
+    pub fn on_eof<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn) {
+        let id = cx.id();
+        if let Some(up) = conn.as_mut().and_then(|ex| ex.upload()) {
+            debug!(target: LOG, "conn {id}: client left mid-upload");
+            up.abort(&self.uploads);
+        }
+        cx.close(id);
+    }
+
+    /// The connection is gone.
+    pub fn on_close(&mut self, id: ConnId, conn: HttpConn, why: CloseReason) {
+        if let Some(up) = conn
+            .and_then(|mut ex| ex.request.take())
+            .and_then(|r| match r.answer {
+                Answer::Upload(up) => Some(up),
+                _ => None,
+            })
+        {
+            debug!(target: LOG, "conn {id}: closed mid-upload ({why:?})");
+            up.abort(&self.uploads);
+        }
+    }
+}

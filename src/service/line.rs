@@ -1,0 +1,129 @@
+//! The line service (the blocking socket server of the third seed, on the loop): each line is
+//! echoed to its sender, or pushed to every *other* line client (`--line-mode broadcast`);
+//! `exit` closes; a line over `--max-line` gets `error: line too long` and a close.
+//!
+//! A line client needs no state of its own beyond what the loop keeps (the unfinished tail of
+//! a line): echo keeps nothing at all, broadcast keeps the list of recipients here.
+
+use super::config::LineMode;
+use crate::codec::line::{next_line, LineTooLong, TOO_LONG_REPLY};
+use crate::runtime::{CloseReason, ConnId, Context};
+use log::{debug, warn};
+use std::rc::Rc;
+use std::time::Duration;
+
+const LOG: &str = "readyloop::line";
+
+/// Where a line that the service broadcasts goes besides this process' clients (the Redis
+/// relay, wired in by the dispatcher).
+pub type Relay<'r, S, M> = &'r mut dyn FnMut(&mut Context<'_, S, M>, &[u8]);
+
+/// The line service's settings and its broadcast audience.
+pub struct LineService {
+    mode: LineMode,
+    max_line: usize,
+    idle_timeout: Option<Duration>,
+    /// Open line connections, in the order they connected (broadcast recipients; empty in
+    /// echo mode, which keeps nothing per client).
+    clients: Vec<ConnId>,
+}
+
+impl LineService {
+    /// A service in `mode`, refusing lines over `max_line` bytes, closing clients idle for
+    /// `idle_timeout`.
+    pub fn new(mode: LineMode, max_line: usize, idle_timeout: Option<Duration>) -> LineService {
+        LineService {
+            mode,
+            max_line,
+            idle_timeout,
+            clients: Vec::new(),
+        }
+    }
+
+    /// Arms the idle timeout (hello and line connections).
+    pub fn arm_idle<S, M>(&self, cx: &mut Context<'_, S, M>) {
+        if let Some(t) = self.idle_timeout {
+            let id = cx.id();
+            cx.set_timer(id, t);
+        }
+    }
+
+    /// A line client connected.
+    pub fn on_open<S, M>(&mut self, cx: &mut Context<'_, S, M>) {
+        let id = cx.id();
+        if self.mode == LineMode::Broadcast {
+            self.clients.push(id);
+            debug!(target: LOG, "conn {id} joined ({} line clients)", self.clients.len());
+        }
+        self.arm_idle(cx);
+    }
+
+    /// Consumes every complete line in `data`; a broadcast line also goes to `relay`.
+    pub fn on_data<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        data: &[u8],
+        relay: Relay<'_, S, M>,
+    ) -> usize {
+        let id = cx.id();
+        self.arm_idle(cx);
+        let mut used = 0;
+        loop {
+            match next_line(&data[used..], self.max_line) {
+                Ok(Some((line, n))) => {
+                    used += n;
+                    debug!(target: LOG, "conn {id} line: {}", String::from_utf8_lossy(line));
+                    if line == b"exit" {
+                        cx.close(id);
+                        return used;
+                    }
+                    match self.mode {
+                        LineMode::Echo => {
+                            cx.send_copy(id, line);
+                            cx.send_copy(id, b"\n");
+                        }
+                        LineMode::Broadcast => {
+                            self.deliver(cx, line, Some(id));
+                            relay(cx, line);
+                        }
+                    }
+                }
+                Ok(None) => return used,
+                Err(LineTooLong) => {
+                    warn!(target: LOG, "conn {id}: line over {} bytes, closing", self.max_line);
+                    cx.send(id, TOO_LONG_REPLY);
+                    cx.close(id);
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    /// Pushes `line` (plus `\n`, one shared allocation) to every line client but `except`
+    /// (the sender, when it is ours; a line from another process goes to all).
+    pub fn deliver<S, M>(&self, cx: &mut Context<'_, S, M>, line: &[u8], except: Option<ConnId>) {
+        if self.clients.is_empty() {
+            return;
+        }
+        let mut msg = Vec::with_capacity(line.len() + 1);
+        msg.extend_from_slice(line);
+        msg.push(b'\n');
+        let msg: Rc<[u8]> = msg.into();
+        let others: Vec<ConnId> = self
+            .clients
+            .iter()
+            .copied()
+            .filter(|&c| Some(c) != except)
+            .collect();
+        let n = cx.broadcast(&others, msg);
+        debug!(target: LOG, "line pushed to {n} clients");
+    }
+
+    /// A line client is gone.
+    pub fn on_close(&mut self, id: ConnId, why: CloseReason) {
+        if self.mode == LineMode::Broadcast {
+            self.clients.retain(|&c| c != id);
+            debug!(target: LOG, "conn {id} left ({why:?}, {} line clients)", self.clients.len());
+        }
+    }
+}

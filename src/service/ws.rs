@@ -1,0 +1,277 @@
+//! The WebSocket service: `/ws` broadcast (the FastAPI `ConnectionManager` of the second seed)
+//! and `/echo`.
+//!
+//! A connection arrives here from the HTTP service through the dispatcher: `upgrade` judges the
+//! request head (`codec::ws::handshake`), queues the `101` and returns the connection's new
+//! state; any bytes that followed the head are frames. Frames are decoded by the sans-IO
+//! `codec::ws::MessageDecoder` (masks removed in place in the loop's read buffer, UTF-8 checked
+//! as it streams) and answered here:
+//! - `/ws`: a text message is formatted once, encoded into one frame once, and that frame is
+//!   shared (`Rc<[u8]>`) by every recipient's output queue. A recipient whose socket refuses
+//!   more than `--ws-max-pending` bytes (judged when a flush comes up short, not while a burst
+//!   is being queued for everyone) is cut off with close 1008 instead of slowing anyone.
+//! - `/echo`: every message goes back as it came, text as text, binary as binary.
+//! - Pings get pongs; idle clients are pinged every `--ws-ping` and dropped if the next ping
+//!   finds the previous one unanswered; a close is answered with a close, then the TCP
+//!   connection is closed after the flush (the loop's lingering close bounds the wait).
+
+use super::config::WebConfig;
+use crate::codec::http::{RequestHead, Response};
+use crate::codec::ws::close::{close_frame, CloseCode};
+use crate::codec::ws::frame::{frame, OpCode};
+use crate::codec::ws::handshake;
+use crate::codec::ws::message::{Message, MessageDecoder, Role};
+use crate::runtime::{Chunk, CloseReason, ConnId, Context};
+use log::{debug, info, warn};
+use std::rc::Rc;
+use std::time::Duration;
+
+const LOG: &str = "readyloop::ws";
+
+/// Where a `/ws` message goes besides this process' clients (the Redis relay, wired in by the
+/// dispatcher).
+pub type Relay<'r, S, M> = &'r mut dyn FnMut(&mut Context<'_, S, M>, &str);
+
+/// Which WebSocket endpoint a connection upgraded on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: text messages are broadcast to every `/ws` client.
+    Broadcast,
+    /// `/echo`: messages come back unchanged.
+    Echo,
+}
+
+/// Where a WebSocket connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Frames flow.
+    Open,
+    /// A ping went out and no frame has come back since.
+    AwaitingPong,
+    /// Our close frame is queued: nothing more is sent or decoded.
+    Closing,
+}
+
+/// State of one WebSocket connection.
+#[derive(Debug)]
+pub struct WsConn {
+    decoder: MessageDecoder,
+    endpoint: Endpoint,
+    phase: Phase,
+}
+
+/// The WebSocket service: settings and the `/ws` audience.
+pub struct WsService {
+    max_message: usize,
+    ping: Option<Duration>,
+    max_pending: usize,
+    broadcast_format: String,
+    allowed_origins: Vec<String>,
+    /// Open `/ws` connections (broadcast recipients).
+    clients: Vec<ConnId>,
+    /// Open WebSocket connections on any path.
+    open: usize,
+}
+
+impl WsService {
+    /// A service with `web`'s WebSocket settings.
+    pub fn new(web: &WebConfig) -> WsService {
+        WsService {
+            max_message: web.max_message,
+            ping: web.ws_ping,
+            max_pending: web.ws_max_pending,
+            broadcast_format: web.broadcast_format.clone(),
+            allowed_origins: web.allowed_origins.clone(),
+            clients: Vec::new(),
+            open: 0,
+        }
+    }
+
+    /// Open WebSocket connections (any endpoint).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Judges an upgrade request for `/ws` or `/echo`. On success the `101` is queued and the
+    /// connection's WebSocket state returned; otherwise the HTTP answer to give.
+    pub fn upgrade<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        head: &RequestHead,
+    ) -> Result<Box<WsConn>, Response> {
+        let id = cx.id();
+        let endpoint = match head.path.as_str() {
+            "/ws" => Endpoint::Broadcast,
+            _ => Endpoint::Echo,
+        };
+        let key = handshake::check_upgrade(head)
+            .map_err(|e| Response::text(e.status(), e.reason()).headers(e.headers()))?;
+        let allowed = &self.allowed_origins;
+        if !allowed.is_empty() && !head.origin.as_ref().is_some_and(|o| allowed.contains(o)) {
+            warn!(target: LOG, "conn {id}: WebSocket origin {:?} refused", head.origin);
+            return Err(Response::text(403, "origin not allowed"));
+        }
+        cx.send(id, handshake::response(&handshake::accept_key(key)));
+        self.open += 1;
+        match endpoint {
+            Endpoint::Broadcast => {
+                self.clients.push(id);
+                info!(target: LOG, "conn {id}: WebSocket connected to /ws ({} connected)", self.clients.len());
+            }
+            Endpoint::Echo => debug!(target: LOG, "conn {id}: WebSocket connected to /echo"),
+        }
+        match self.ping {
+            Some(every) => cx.set_timer(id, every),
+            None => cx.cancel_timer(id),
+        }
+        Ok(Box::new(WsConn {
+            decoder: MessageDecoder::with_max_message(Role::Server, self.max_message),
+            endpoint,
+            phase: Phase::Open,
+        }))
+    }
+
+    /// Decodes and answers the frames in `data`; a `/ws` message also goes to `relay`.
+    pub fn on_data<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        ws: &mut WsConn,
+        data: &mut [u8],
+        relay: Relay<'_, S, M>,
+    ) -> usize {
+        let id = cx.id();
+        if ws.phase == Phase::Closing {
+            return data.len();
+        }
+        // Any frame shows the peer is alive: it is not idle, so no ping is due yet.
+        ws.phase = Phase::Open;
+        if let Some(every) = self.ping {
+            cx.set_timer(id, every);
+        }
+        let mut used = 0;
+        while ws.phase != Phase::Closing {
+            let (n, msg) = match ws.decoder.decode(&mut data[used..]) {
+                Err(e) => {
+                    debug!(target: LOG, "conn {id}: failing the connection: {e}");
+                    close(cx, &mut ws.phase, Some(e.code), e.reason);
+                    break;
+                }
+                Ok((0, None)) => break,
+                Ok(step) => step,
+            };
+            used += n;
+            let Some(msg) = msg else { continue };
+            match (msg, ws.endpoint) {
+                (Message::Text(text), Endpoint::Broadcast) => {
+                    self.deliver(cx, text);
+                    relay(cx, text);
+                }
+                (Message::Text(text), Endpoint::Echo) => {
+                    cx.send(id, frame(OpCode::Text, text.as_bytes()));
+                }
+                (Message::Binary(_), Endpoint::Broadcast) => {
+                    let why = "/ws takes text messages";
+                    close(cx, &mut ws.phase, Some(CloseCode::UNSUPPORTED_DATA), why);
+                }
+                (Message::Binary(bytes), Endpoint::Echo) => {
+                    cx.send(id, frame(OpCode::Binary, bytes));
+                }
+                (Message::Ping(payload), _) => {
+                    cx.send(id, frame(OpCode::Pong, payload));
+                }
+                (Message::Pong(_), _) => {}
+                // Echo the peer's code (§5.5.1); a close without a code is answered without one.
+                (Message::Close(code), _) => close(cx, &mut ws.phase, code.map(|(c, _)| c), ""),
+            }
+        }
+        if ws.phase == Phase::Closing {
+            return data.len();
+        }
+        used
+    }
+
+    /// Delivers `text` to this process' `/ws` clients (from a local sender, or from another
+    /// process through Redis), as `📢 새로운 알림: {text}` (the `--broadcast-format`): one
+    /// formatted string, one encoded frame, shared by every queue.
+    pub fn deliver<S, M>(&self, cx: &mut Context<'_, S, M>, text: &str) {
+        let formatted = self.broadcast_format.replace("{}", text);
+        let shared: Rc<[u8]> = frame(OpCode::Text, formatted.as_bytes()).into();
+        for &client in &self.clients {
+            cx.send(client, Chunk::Shared(shared.clone()));
+        }
+        debug!(target: LOG, "broadcast {} bytes to {} clients", shared.len(), self.clients.len());
+    }
+
+    /// A flush left output waiting: a `/ws` client over `--ws-max-pending` is cut off with close
+    /// 1008, so one slow reader neither delays the others nor grows our memory.
+    pub fn on_write_blocked<S, M>(
+        &mut self,
+        cx: &mut Context<'_, S, M>,
+        ws: &mut WsConn,
+        pending: usize,
+    ) {
+        let id = cx.id();
+        let limit = self.max_pending;
+        if pending <= limit || ws.endpoint != Endpoint::Broadcast || ws.phase == Phase::Closing {
+            return;
+        }
+        warn!(target: LOG, "conn {id}: {pending} bytes the socket will not take, over {limit}: closing slow consumer (1008)");
+        self.clients.retain(|&c| c != id);
+        close(cx, &mut ws.phase, Some(CloseCode::POLICY), "too slow");
+    }
+
+    /// The ping timer: ping an idle client, or drop one that did not answer the last ping.
+    pub fn on_timer<S, M>(&mut self, cx: &mut Context<'_, S, M>, ws: &mut WsConn) {
+        let id = cx.id();
+        match ws.phase {
+            Phase::AwaitingPong => {
+                info!(target: LOG, "conn {id}: no pong since the last ping, dropping");
+                close(
+                    cx,
+                    &mut ws.phase,
+                    Some(CloseCode::GOING_AWAY),
+                    "ping timeout",
+                );
+            }
+            Phase::Open => {
+                if let Some(every) = self.ping {
+                    cx.send(id, frame(OpCode::Ping, b""));
+                    ws.phase = Phase::AwaitingPong;
+                    cx.set_timer(id, every);
+                }
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    /// Shutdown: tell the client we are going away (1001) and close after the flush.
+    pub fn on_shutdown<S, M>(&mut self, cx: &mut Context<'_, S, M>, id: ConnId, ws: &mut WsConn) {
+        if ws.phase != Phase::Closing {
+            ws.phase = Phase::Closing;
+            cx.send(
+                id,
+                close_frame(Some(CloseCode::GOING_AWAY), "server shutting down", None),
+            );
+        }
+        cx.close(id);
+    }
+
+    /// The connection is gone.
+    pub fn on_close(&mut self, id: ConnId, ws: &WsConn, why: CloseReason) {
+        self.open = self.open.saturating_sub(1);
+        if ws.endpoint == Endpoint::Broadcast {
+            self.clients.retain(|&c| c != id);
+            info!(target: LOG, "conn {id}: WebSocket disconnected ({why:?}; {} connected)", self.clients.len());
+        }
+    }
+}
+
+/// Queues our close frame (once) and closes the connection after the flush.
+fn close<S, M>(cx: &mut Context<'_, S, M>, phase: &mut Phase, code: Option<CloseCode>, why: &str) {
+    let id = cx.id();
+    if *phase != Phase::Closing {
+        *phase = Phase::Closing;
+        cx.send(id, close_frame(code, why, None));
+    }
+    cx.close(id);
+}
