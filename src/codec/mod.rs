@@ -5,12 +5,14 @@
 //! convention), so each is unit-tested byte at a time and fuzzed (`fuzz/`). Codecs import
 //! nothing above them: not the runtime, not the services.
 //!
+//! - [`escape`]: peer text made safe to print in a log.
 //! - [`line`](mod@line): newline-framed messages.
 //! - [`json`]: the one piece of JSON writing everything needs, string escaping.
 //! - `http` (feature `http`): HTTP/1.1 requests, responses, multipart bodies, file names.
 //! - `ws` (feature `websocket`): RFC 6455 frames, masks, UTF-8, close codes, the handshake.
 //! - `resp` (feature `redis`): RESP2, the Redis protocol.
 
+pub mod escape;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod json;

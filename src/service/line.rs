@@ -6,6 +6,7 @@
 //! a line): echo keeps nothing at all, broadcast keeps the list of recipients here.
 
 use super::config::LineMode;
+use crate::codec::escape::escaped;
 use crate::codec::line::{next_line, LineTooLong, TOO_LONG_REPLY};
 use crate::runtime::{CloseReason, ConnId, Context};
 use log::{debug, warn};
@@ -72,7 +73,7 @@ impl LineService {
             match next_line(&data[used..], self.max_line) {
                 Ok(Some((line, n))) => {
                     used += n;
-                    debug!(target: LOG, "conn {id} line: {}", String::from_utf8_lossy(line));
+                    debug!(target: LOG, "conn {id} line: {}", escaped(line));
                     if line == b"exit" {
                         cx.close(id);
                         return used;
