@@ -217,7 +217,8 @@ fn start_readyloop() -> Readyloop {
         };
         config.web.upload_dir = upload_dir;
         let (mut ev, bound) = Server::bind(config).expect("bind readyloop");
-        tx.send((bound[0].1, ev.handle())).unwrap();
+        let addr = bound[0].1.ip().expect("an IP listener");
+        tx.send((addr, ev.handle())).unwrap();
         ev.run().expect("readyloop loop");
         ev.handler_mut().finish();
     });

@@ -69,13 +69,14 @@ fn start_readyloop() -> Running {
         .name("readyloop".into())
         .spawn(move || {
             let config = ServeConfig {
-                line: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                line: Some(SocketAddr::from(([127, 0, 0, 1], 0)).into()),
                 http: None,
                 hello: None,
                 ..ServeConfig::default()
             };
             let (mut ev, bound) = Server::bind(config).expect("bind readyloop line server");
-            tx.send((bound[0].1, ev.handle())).unwrap();
+            let addr = bound[0].1.ip().expect("an IP listener");
+            tx.send((addr, ev.handle())).unwrap();
             ev.run().expect("readyloop loop failed");
         })
         .unwrap();

@@ -12,7 +12,7 @@
 //! The example stops itself after `--secs N` (default 60) by calling `handle.shutdown()`.
 
 use readyloop::codec::line::next_line;
-use readyloop::{Config, Context, EventLoop, Handler, ListenerId};
+use readyloop::{Addr, Config, Context, EventLoop, Handler, ListenerId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,7 +62,7 @@ impl Handler for Store {
     type Conn = Session;
     type Message = ();
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<Session> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<Session> {
         Some(Session {
             commands: 0,
             keys_set: 0,

@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo run --example hello_server -- 127.0.0.1:8001`, then `nc 127.0.0.1 8001`.
 
-use readyloop::{Config, ContextOf, EventLoop, Handler, ListenerId};
+use readyloop::{Addr, Config, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 
 struct Hello;
@@ -16,7 +16,7 @@ impl Handler for Hello {
     type Conn = ();
     type Message = ();
 
-    fn accept(&mut self, _: ListenerId, peer: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, peer: &Addr) -> Option<()> {
         println!("client connected: {peer}");
         Some(())
     }

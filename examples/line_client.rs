@@ -13,7 +13,7 @@
 //! Run: `cargo run --example line_client -- 127.0.0.1:10000` against `line_server`, or
 //! `printf 'one\ntwo\n' | cargo run --example line_client -- 127.0.0.1:10000`.
 
-use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
+use readyloop::{Addr, CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
@@ -33,7 +33,7 @@ impl Handler for Client {
     type Conn = ();
     type Message = Input;
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<()> {
         None // no listeners: this loop only makes one outgoing connection
     }
 

@@ -12,7 +12,7 @@
 //! `exit` ends that client's connection; Ctrl-C (or SIGTERM) stops the server gracefully.
 
 use readyloop::codec::line::{next_line, LineTooLong, TOO_LONG_REPLY};
-use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
+use readyloop::{Addr, CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 
 /// Longest line, in bytes: the original's `recv(65535)`.
@@ -24,7 +24,7 @@ impl Handler for LineServer {
     type Conn = ();
     type Message = ();
 
-    fn accept(&mut self, _: ListenerId, peer: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, peer: &Addr) -> Option<()> {
         println!("accept {peer}");
         Some(())
     }

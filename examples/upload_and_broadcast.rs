@@ -17,7 +17,7 @@
 //! `src/upload_store.rs`, `src/ws_service.rs`.)
 
 use readyloop::codec::line::next_line;
-use readyloop::{CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
+use readyloop::{Addr, CloseReason, Config, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -90,7 +90,7 @@ impl Handler for Uploads {
     type Conn = ();
     type Message = Done;
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<()> {
         Some(())
     }
 

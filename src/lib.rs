@@ -33,9 +33,9 @@
 //! holds it.
 //!
 //! ```
-//! use readyloop::{Config, Context, EventLoop, Handler, ListenerId};
+//! use readyloop::{Addr, Config, Context, EventLoop, Handler, ListenerId};
 //! use std::io::{BufRead, BufReader, Write};
-//! use std::net::{SocketAddr, TcpStream};
+//! use std::net::TcpStream;
 //!
 //! /// Upper-cases each line and numbers it, per connection.
 //! struct Shout;
@@ -43,7 +43,7 @@
 //! impl Handler for Shout {
 //!     type Conn = u32; // per-connection state: lines answered so far
 //!     type Message = (); // what other threads may send through a Handle
-//!     fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<u32> {
+//!     fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<u32> {
 //!         Some(0)
 //!     }
 //!     fn on_data(&mut self, cx: &mut Context<'_, u32, ()>, lines: &mut u32, data: &mut [u8]) -> usize {
@@ -87,6 +87,6 @@ pub mod supervisor;
 pub mod tools;
 
 pub use runtime::{
-    Chunk, CloseReason, Config, ConnId, Context, ContextOf, EventLoop, Handle, Handler, ListenerId,
-    Stats,
+    Addr, Chunk, CloseReason, Config, ConnId, Context, ContextOf, EventLoop, Handle, Handler,
+    ListenerId, Stats,
 };

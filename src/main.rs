@@ -5,7 +5,8 @@
 //! what scripts read: the `listening <proto> <addr>` lines and the client's and load tool's output.
 
 use lexopt::prelude::*;
-use readyloop::service::{LineMode, ServeConfig, Server};
+use readyloop::service::{LineMode, Protocol, ServeConfig, Server};
+use readyloop::Addr;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,8 +14,11 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage: readyloop [serve] [OPTIONS]
-       readyloop client ADDR
+       readyloop client ADDR           (see `readyloop client --help`)
        readyloop load MODE [OPTIONS]   (see `readyloop load --help`)
+       readyloop --version
+
+ADDR is IP:PORT, [IPv6]:PORT or unix:/path (port 0 picks a free port); `off` disables a listener.
 
 serve options:
   --http ADDR|off            HTTP/1.1 + WebSocket listener   [127.0.0.1:8000]
@@ -68,6 +72,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     // The first argument may be a subcommand; anything else is a `serve` option.
     let (command, rest) = match args.first().and_then(|a| a.to_str()) {
+        Some("--version" | "-V") => ("version".to_string(), Vec::new()),
         Some(c) if !c.starts_with('-') => (c.to_string(), args[1..].to_vec()),
         _ => ("serve".to_string(), args),
     };
@@ -88,6 +93,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             print!("{USAGE}");
             Ok(())
         }
+        "version" => {
+            println!("readyloop {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         other => Err(format!("unknown command {other:?}\n{USAGE}").into()),
     }
 }
@@ -99,31 +108,46 @@ fn missing_feature(feature: &str, what: &str) -> Box<dyn std::error::Error> {
     format!("{what}: this readyloop was built without the `{feature}` feature").into()
 }
 
-fn addr_or_off(v: std::ffi::OsString) -> Result<Option<SocketAddr>, Box<dyn std::error::Error>> {
-    let s = v.string()?;
+/// A flag's value, as text (`--flag: missing value` when there is none).
+fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = parser
+        .value()
+        .map_err(|_| format!("{flag}: missing value"))?;
+    v.into_string()
+        .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8"))
+}
+
+/// A number-valued flag: `--max-line: "abc" is not a number`.
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
+    let s = text(parser, flag)?;
+    s.parse()
+        .map_err(|_| format!("{flag}: {s:?} is not a number"))
+}
+
+/// A count that must be at least 1.
+fn positive(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {
+    match number(parser, flag)? {
+        0 => Err(format!("{flag}: must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// A duration in (fractional) seconds.
+fn secs(parser: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
+    let s = text(parser, flag)?;
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(Duration::from_secs_f64(f)),
+        _ => Err(format!("{flag}: {s:?} is not a number of seconds")),
+    }
+}
+
+/// A listener address, or `off`.
+fn listener(parser: &mut lexopt::Parser, flag: &str) -> Result<Option<Addr>, String> {
+    let s = text(parser, flag)?;
     if s == "off" {
         return Ok(None);
     }
-    Ok(Some(
-        s.parse().map_err(|e| format!("bad address {s:?}: {e}"))?,
-    ))
-}
-
-fn secs(v: std::ffi::OsString) -> Result<Duration, Box<dyn std::error::Error>> {
-    let s = v.string()?;
-    let f: f64 = s.parse().map_err(|e| format!("bad seconds {s:?}: {e}"))?;
-    if !(f.is_finite() && f >= 0.0) {
-        return Err(format!("bad seconds {s:?}").into());
-    }
-    Ok(Duration::from_secs_f64(f))
-}
-
-fn positive(v: std::ffi::OsString) -> Result<usize, Box<dyn std::error::Error>> {
-    let n: usize = v.parse()?;
-    if n == 0 {
-        return Err("expected a number above 0".into());
-    }
-    Ok(n)
+    s.parse().map(Some).map_err(|e| format!("{flag}: {e}"))
 }
 
 fn serve(
@@ -136,54 +160,78 @@ fn serve(
     let mut worker: Option<usize> = None;
     let mut stats_fd: i32 = -1;
     while let Some(arg) = parser.next()? {
+        let flag = match &arg {
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => return Err(format!("unexpected argument {v:?}\n{USAGE}").into()),
+        };
+        let f = flag.as_str();
         match arg {
-            Long("workers") => workers = Some(positive(parser.value()?)?),
-            Long("worker-index") => worker = Some(parser.value()?.parse()?),
-            Long("stats-fd") => stats_fd = parser.value()?.parse()?,
-            Long("http") => cfg.http = addr_or_off(parser.value()?)?,
-            Long("line") => cfg.line = addr_or_off(parser.value()?)?,
-            Long("hello") => cfg.hello = addr_or_off(parser.value()?)?,
-            Long("greeting") => cfg.greeting = parser.value()?.string()?,
+            Long("workers") => workers = Some(positive(parser, f)?),
+            Long("worker-index") => worker = Some(number(parser, f)?),
+            Long("stats-fd") => stats_fd = number(parser, f)?,
+            Long("listen-fd") => {
+                let v = text(parser, f)?;
+                let parsed = v.split_once('=').and_then(|(proto, fd)| {
+                    let proto = Protocol::ALL.into_iter().find(|p| p.name() == proto)?;
+                    Some((proto, fd.parse().ok()?))
+                });
+                cfg.inherited
+                    .push(parsed.ok_or(format!("{f}: {v:?} is not PROTOCOL=FD"))?);
+            }
+            Long("http") => cfg.http = listener(parser, f)?,
+            Long("line") => cfg.line = listener(parser, f)?,
+            Long("hello") => cfg.hello = listener(parser, f)?,
+            Long("greeting") => cfg.greeting = text(parser, f)?,
             Long("line-mode") => {
-                cfg.line_mode = match parser.value()?.string()?.as_str() {
+                cfg.line_mode = match text(parser, f)?.as_str() {
                     "echo" => LineMode::Echo,
                     "broadcast" => LineMode::Broadcast,
-                    other => return Err(format!("bad --line-mode {other:?}").into()),
+                    other => return Err(format!("{f}: {other:?} is not echo or broadcast").into()),
                 }
             }
-            Long("max-line") => cfg.max_line = parser.value()?.parse()?,
-            Long("idle-timeout") => cfg.idle_timeout = Some(secs(parser.value()?)?),
-            Long("shutdown-timeout") => cfg.loop_config.shutdown_timeout = secs(parser.value()?)?,
-            Long("high-watermark") => cfg.loop_config.high_watermark = parser.value()?.parse()?,
-            Long("low-watermark") => cfg.loop_config.low_watermark = parser.value()?.parse()?,
-            Long("max-body") => cfg.web.max_body = parser.value()?.parse()?,
-            Long("header-timeout") => cfg.web.header_timeout = secs(parser.value()?)?,
-            Long("keepalive-timeout") => cfg.web.keepalive_timeout = secs(parser.value()?)?,
-            Long("upload-dir") => cfg.web.upload_dir = parser.value()?.into(),
-            Long("task-threads") => cfg.web.task_threads = positive(parser.value()?)?,
-            Long("task-queue") => cfg.web.task_queue = positive(parser.value()?)?,
+            Long("max-line") => cfg.max_line = number(parser, f)?,
+            Long("idle-timeout") => cfg.idle_timeout = Some(secs(parser, f)?),
+            Long("shutdown-timeout") => cfg.loop_config.shutdown_timeout = secs(parser, f)?,
+            Long("high-watermark") => cfg.loop_config.high_watermark = number(parser, f)?,
+            Long("low-watermark") => cfg.loop_config.low_watermark = number(parser, f)?,
+            Long("max-body") => cfg.web.max_body = number(parser, f)?,
+            Long("header-timeout") => cfg.web.header_timeout = secs(parser, f)?,
+            Long("keepalive-timeout") => cfg.web.keepalive_timeout = secs(parser, f)?,
+            Long("upload-dir") => cfg.web.upload_dir = text(parser, f)?.into(),
+            Long("task-threads") => cfg.web.task_threads = positive(parser, f)?,
+            Long("task-queue") => cfg.web.task_queue = positive(parser, f)?,
             Long("ws-ping") => {
-                let every = secs(parser.value()?)?;
+                let every = secs(parser, f)?;
                 cfg.web.ws_ping = (!every.is_zero()).then_some(every);
             }
-            Long("max-message") => cfg.web.max_message = parser.value()?.parse()?,
-            Long("ws-max-pending") => cfg.web.ws_max_pending = parser.value()?.parse()?,
-            Long("broadcast-format") => cfg.web.broadcast_format = parser.value()?.string()?,
-            Long("allowed-origin") => cfg.web.allowed_origins.push(parser.value()?.string()?),
+            Long("max-message") => cfg.web.max_message = number(parser, f)?,
+            Long("ws-max-pending") => cfg.web.ws_max_pending = number(parser, f)?,
+            Long("broadcast-format") => cfg.web.broadcast_format = text(parser, f)?,
+            Long("allowed-origin") => cfg.web.allowed_origins.push(text(parser, f)?),
             #[cfg(feature = "redis")]
-            Long("redis") => cfg.redis = Some(parser.value()?.string()?.parse()?),
+            Long("redis") => {
+                cfg.redis = Some(text(parser, f)?.parse().map_err(|e| format!("{f}: {e}"))?)
+            }
             #[cfg(not(feature = "redis"))]
             Long("redis") => return Err(missing_feature("redis", "--redis")),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
             }
-            other => return Err(other.unexpected().into()),
+            Long("version") | Short('V') => {
+                println!("readyloop {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
         }
     }
     if cfg.loop_config.low_watermark > cfg.loop_config.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
+    // Everything the server needs from its environment is checked before any `listening` line:
+    // a script that sees one may rely on the server being up.
+    cfg.validate()?;
     match readyloop::runtime::sys::raise_nofile_limit() {
         Ok((before, after)) => {
             log::info!("RLIMIT_NOFILE soft limit {before} -> {after}");

@@ -35,7 +35,7 @@
 //! most about a second old. The parent clears the slot of a worker that exits, and reads the
 //! slots for its SIGUSR1 lines.
 
-use crate::runtime::{sys, EventLoop};
+use crate::runtime::{sys, Addr, EventLoop};
 use crate::service::stats::{self, SharedStats};
 use crate::service::{LineMode, ServeConfig, Server};
 use log::{debug, error, info, warn};
@@ -44,6 +44,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ struct Spawner {
     args: Vec<OsString>,
     /// Concrete `--http`/`--line`/`--hello` values.
     addrs: Vec<(&'static str, String)>,
+    /// Unix listeners made here, handed to every worker: `(protocol name, fd)`.
+    listen_fds: Vec<(&'static str, RawFd)>,
     stats_fd: RawFd,
     /// `listening` lines from workers' stdout: (worker index, line); `None` line at EOF.
     lines: mpsc::Sender<(usize, Option<String>)>,
@@ -112,6 +115,9 @@ impl Spawner {
         for (flag, value) in &self.addrs {
             cmd.arg(flag).arg(value);
         }
+        for (proto, fd) in &self.listen_fds {
+            cmd.arg("--listen-fd").arg(format!("{proto}={fd}"));
+        }
         cmd.arg("--worker-index")
             .arg(index.to_string())
             .arg("--stats-fd")
@@ -120,6 +126,7 @@ impl Spawner {
             .stdout(Stdio::piped());
         let parent = std::process::id() as libc::pid_t;
         let fd = self.stats_fd;
+        let listen_fds: Vec<RawFd> = self.listen_fds.iter().map(|(_, fd)| *fd).collect();
         // SAFETY: only async-signal-safe calls (prctl, getppid, fcntl) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -130,9 +137,12 @@ impl Spawner {
                 if libc::getppid() != parent {
                     return Err(io::Error::other("parent exited"));
                 }
-                // Let the stats memory survive exec (it was created close-on-exec).
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
+                // Let the stats memory and the Unix listeners survive exec (they were created
+                // close-on-exec).
+                for fd in std::iter::once(fd).chain(listen_fds.iter().copied()) {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -176,6 +186,14 @@ fn reserve(addr: SocketAddr) -> io::Result<(socket2::Socket, SocketAddr)> {
     Ok((socket, local))
 }
 
+/// Binds and listens on a Unix socket path once, for every worker to accept on (a path cannot
+/// be shared through SO_REUSEPORT; the workers share this one accept queue instead).
+fn listen_unix(path: &Path) -> io::Result<socket2::Socket> {
+    let socket = sys::bind_unix(path)?;
+    socket.listen(4096)?;
+    Ok(socket)
+}
+
 /// The parent of `readyloop serve --workers N` (see the module documentation). `args` are the
 /// `serve` arguments as given; returns once every worker has exited after SIGINT/SIGTERM.
 pub fn supervise(
@@ -183,21 +201,37 @@ pub fn supervise(
     workers: usize,
     args: Vec<OsString>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // 1. Learn the ports.
+    // 1. Learn the ports (and make the Unix listeners).
     let mut reserved = Vec::new();
     let mut addrs = Vec::new();
+    let mut listen_fds = Vec::new();
+    let mut unix_paths = Vec::new();
     let mut listening = Vec::new();
     for (proto, flag, addr) in [
-        ("http", "--http", cfg.http),
-        ("line", "--line", cfg.line),
-        ("hello", "--hello", cfg.hello),
+        ("http", "--http", &cfg.http),
+        ("line", "--line", &cfg.line),
+        ("hello", "--hello", &cfg.hello),
     ] {
-        let Some(addr) = addr else {
-            addrs.push((flag, "off".to_string()));
-            continue;
+        let local = match addr {
+            None => {
+                addrs.push((flag, "off".to_string()));
+                continue;
+            }
+            Some(Addr::Ip(ip)) => {
+                let (socket, local) =
+                    reserve(*ip).map_err(|e| format!("bind {proto} {ip}: {e}"))?;
+                reserved.push(socket);
+                Addr::Ip(local)
+            }
+            Some(Addr::Unix(path)) => {
+                let socket = listen_unix(path)
+                    .map_err(|e| format!("bind {proto} {}: {e}", path.display()))?;
+                listen_fds.push((proto, socket.as_raw_fd()));
+                unix_paths.push(path.clone());
+                reserved.push(socket);
+                Addr::Unix(path.clone())
+            }
         };
-        let (socket, local) = reserve(addr).map_err(|e| format!("bind {proto} {addr}: {e}"))?;
-        reserved.push(socket);
         addrs.push((flag, local.to_string()));
         listening.push(format!("listening {proto} {local}"));
     }
@@ -226,6 +260,7 @@ pub fn supervise(
     let spawner = Spawner {
         args,
         addrs,
+        listen_fds,
         stats_fd: stats_fd.as_raw_fd(),
         lines: tx,
     };
@@ -415,5 +450,8 @@ pub fn supervise(
         std::thread::sleep(SUPERVISE_TICK);
     }
     drop(reserved);
+    for path in unix_paths {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use readyloop::{Config, ConnId, ContextOf, EventLoop, Handle, Handler, ListenerId};
+use readyloop::{Addr, Config, ConnId, ContextOf, EventLoop, Handle, Handler, ListenerId};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
@@ -22,7 +22,7 @@ impl Handler for Relay {
     type Conn = ();
     type Message = String;
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<()> {
         Some(())
     }
 

@@ -6,18 +6,21 @@
 //! 100% CPU. Instead the acceptor deregisters its listeners, logs once, and tries again when a
 //! connection closes (a descriptor came free) or `ACCEPT_RETRY` passes.
 
+use super::addr::Addr;
 use super::config::Stats;
 use super::connection::Phase;
 use super::core::{Core, IO};
 use super::handler::{with_conn, Handler};
 use super::id::ListenerId;
+use super::socket::Socket;
 use super::states::States;
 use super::sys;
 use log::{debug, info, trace, warn, Level};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 use std::io;
-use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Listener `i` uses token `LISTENER_BASE - i` (the top of the token space is the loop's own:
@@ -30,11 +33,47 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Backlog for listeners we bind (the kernel caps it at net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// A listening socket of either family.
+enum ListenSocket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl ListenSocket {
+    /// One `accept4(2)`: the new connection (already non-blocking) and its peer.
+    fn accept(&self) -> io::Result<(Socket, Addr)> {
+        // SAFETY (both arms): `into_raw_fd` hands over sole ownership of a valid descriptor.
+        match self {
+            ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| {
+                let fd = unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) };
+                (Socket::from_fd(fd), Addr::Ip(peer))
+            }),
+            ListenSocket::Unix(l) => l.accept().map(|(s, peer)| {
+                let fd = unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) };
+                let path = peer
+                    .as_pathname()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                (Socket::from_fd(fd), Addr::Unix(path))
+            }),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            ListenSocket::Tcp(l) => l,
+            ListenSocket::Unix(l) => l,
+        }
+    }
+}
+
 struct Listener {
     /// `None` once closed (shutdown).
-    socket: Option<TcpListener>,
+    socket: Option<ListenSocket>,
     name: String,
-    addr: SocketAddr,
+    addr: Addr,
+    /// A Unix socket file this loop created, removed when the listener closes.
+    owned_path: Option<PathBuf>,
 }
 
 /// The listeners, and whether accepting is paused for want of descriptors.
@@ -60,51 +99,99 @@ pub(crate) fn listener_index(token: Token) -> Option<usize> {
 }
 
 impl Acceptor {
-    /// Binds `addr` (see `sys::bind_socket`), listens with a 4096 backlog, and serves it.
+    /// Binds `addr` (an IP address, see `sys::bind_socket`; or a Unix socket path, see
+    /// `sys::bind_unix`), listens with a 4096 backlog, and serves it.
     pub(crate) fn listen(
         &mut self,
         registry: &Registry,
         stats: &mut Stats,
         name: &str,
-        addr: SocketAddr,
+        addr: &Addr,
         reuse_port: bool,
-    ) -> io::Result<(ListenerId, SocketAddr)> {
-        let socket = sys::bind_socket(addr, reuse_port)?;
-        socket.listen(LISTEN_BACKLOG)?;
-        let std_listener: std::net::TcpListener = socket.into();
-        let id = self.add(registry, stats, name, TcpListener::from_std(std_listener))?;
-        Ok((id, self.listeners[id.0 as usize].addr))
+    ) -> io::Result<(ListenerId, Addr)> {
+        let (socket, owned_path) = match addr {
+            Addr::Ip(ip) => {
+                let socket = sys::bind_socket(*ip, reuse_port)?;
+                socket.listen(LISTEN_BACKLOG)?;
+                let std_listener: std::net::TcpListener = socket.into();
+                (ListenSocket::Tcp(TcpListener::from_std(std_listener)), None)
+            }
+            Addr::Unix(path) => {
+                let socket = sys::bind_unix(path)?;
+                socket.listen(LISTEN_BACKLOG)?;
+                let std_listener: std::os::unix::net::UnixListener = socket.into();
+                let l = ListenSocket::Unix(UnixListener::from_std(std_listener));
+                (l, Some(path.clone()))
+            }
+        };
+        let id = self.add(registry, stats, name, socket, owned_path)?;
+        Ok((id, self.listeners[id.0 as usize].addr.clone()))
     }
 
-    /// Serves an already bound, non-blocking listener.
-    pub(crate) fn add(
+    /// Serves an already bound, non-blocking TCP listener.
+    pub(crate) fn add_tcp(
         &mut self,
         registry: &Registry,
         stats: &mut Stats,
         name: &str,
-        mut socket: TcpListener,
+        socket: TcpListener,
+    ) -> io::Result<ListenerId> {
+        self.add(registry, stats, name, ListenSocket::Tcp(socket), None)
+    }
+
+    /// Serves an already bound, non-blocking Unix listener (one made by another process, say:
+    /// the supervisor of `--workers` hands its listener to every worker).
+    pub(crate) fn add_unix(
+        &mut self,
+        registry: &Registry,
+        stats: &mut Stats,
+        name: &str,
+        socket: UnixListener,
+    ) -> io::Result<ListenerId> {
+        self.add(registry, stats, name, ListenSocket::Unix(socket), None)
+    }
+
+    fn add(
+        &mut self,
+        registry: &Registry,
+        stats: &mut Stats,
+        name: &str,
+        mut socket: ListenSocket,
+        owned_path: Option<PathBuf>,
     ) -> io::Result<ListenerId> {
         if self.listeners.len() >= MAX_LISTENERS {
             return Err(io::Error::other("too many listeners"));
         }
         let index = self.listeners.len();
-        registry.register(&mut socket, listener_token(index), Interest::READABLE)?;
-        let addr = socket.local_addr()?;
+        registry.register(socket.source(), listener_token(index), Interest::READABLE)?;
+        let addr = match &socket {
+            ListenSocket::Tcp(l) => Addr::Ip(l.local_addr()?),
+            ListenSocket::Unix(l) => {
+                let local = l.local_addr()?;
+                Addr::Unix(
+                    local
+                        .as_pathname()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                )
+            }
+        };
         info!("listening {name} {addr}");
         self.listeners.push(Listener {
             socket: Some(socket),
             name: name.to_string(),
             addr,
+            owned_path,
         });
         stats.open.push(0);
         Ok(ListenerId(index as u16))
     }
 
     /// The name and bound address of a listener.
-    pub(crate) fn addr(&self, id: ListenerId) -> Option<(&str, SocketAddr)> {
+    pub(crate) fn addr(&self, id: ListenerId) -> Option<(&str, &Addr)> {
         self.listeners
             .get(id.0 as usize)
-            .map(|l| (l.name.as_str(), l.addr))
+            .map(|l| (l.name.as_str(), &l.addr))
     }
 
     /// When a paused accept is to be retried.
@@ -126,7 +213,10 @@ impl Acceptor {
         self.paused_until = None;
         for l in &mut self.listeners {
             if let Some(mut socket) = l.socket.take() {
-                let _ = registry.deregister(&mut socket);
+                let _ = registry.deregister(socket.source());
+                if let Some(path) = l.owned_path.take() {
+                    let _ = std::fs::remove_file(path);
+                }
                 info!("closed listener {} {}", l.name, l.addr);
             }
         }
@@ -191,7 +281,7 @@ impl Acceptor {
         self.paused_until = Some(now + ACCEPT_RETRY);
         for l in &mut self.listeners {
             if let Some(socket) = l.socket.as_mut() {
-                let _ = registry.deregister(socket);
+                let _ = registry.deregister(socket.source());
             }
         }
     }
@@ -208,9 +298,9 @@ impl Acceptor {
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if let Some(socket) = l.socket.as_mut() {
                 // A fresh registration reports readiness that is already there (the backlog).
-                let _ = core
-                    .registry
-                    .register(socket, listener_token(i), Interest::READABLE);
+                let _ =
+                    core.registry
+                        .register(socket.source(), listener_token(i), Interest::READABLE);
             }
         }
         for i in 0..self.listeners.len() {
@@ -221,20 +311,20 @@ impl Acceptor {
     fn admit<H: Handler>(
         &mut self,
         index: usize,
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
+        stream: Socket,
+        peer: Addr,
         handler: &mut H,
         core: &mut Core<H::Message>,
         states: &mut States<H::Conn>,
     ) {
         core.stats.accepted_total += 1;
         let listener = ListenerId(index as u16);
-        let Some(state) = handler.accept(listener, peer) else {
+        let Some(state) = handler.accept(listener, &peer) else {
             debug!("listener {} refused {peer}", self.listeners[index].name);
             return;
         };
-        if core.config.nodelay {
-            let _ = stream.set_nodelay(true);
+        if core.config.nodelay && peer.ip().is_some() {
+            let _ = stream.set_nodelay();
         }
         let id = match core.insert(stream, Some(listener), Phase::Open) {
             Ok(id) => id,

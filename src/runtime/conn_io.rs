@@ -13,8 +13,7 @@ use super::id::CloseReason;
 use super::out_queue::MAX_IOVECS;
 use super::states::States;
 use log::{debug, trace, warn};
-use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, IoSlice};
 
 /// Read at most this many times per connection per readiness event (16 × 64 KiB = 1 MiB)
 /// before moving on to other connections; the connection is read again next iteration.
@@ -75,14 +74,14 @@ impl<H: Handler> ConnIo<'_, H> {
         let c = &mut self.core.conns[key];
         let result = match c.stream.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => c.stream.peer_addr().map(|_| ()),
+            Ok(None) => c.stream.check_connected(),
         };
         match result {
             Ok(()) => {
                 c.phase = Phase::Open;
                 trace!(target: IO, "conn {key} connected");
                 if self.core.config.nodelay {
-                    let _ = self.core.conns[key].stream.set_nodelay(true);
+                    let _ = self.core.conns[key].stream.set_nodelay();
                 }
                 self.core.update_interest(key);
                 self.call(key, |h, cx, conn| h.on_open(cx, conn));
@@ -414,7 +413,7 @@ impl<H: Handler> ConnIo<'_, H> {
         match c.phase {
             Phase::Closing => {
                 let eof = c.has(flags::EOF);
-                let _ = c.stream.shutdown(Shutdown::Write);
+                let _ = c.stream.shutdown_write();
                 trace!(target: IO, "{} shutdown(write): FIN sent", self.core.who(key));
                 if eof {
                     self.core.close_now(key, None, CloseReason::Done);

@@ -11,20 +11,21 @@
 //! phase, closing marks it for the reap phase, interest changes go to the poll only when they
 //! change (`update_interest`). No callback runs from here.
 
+use super::addr::Addr;
 use super::config::{Config, Stats};
 use super::connection::{flags, interest_name, Buffers, Connection, Phase, READABLE, WRITABLE};
 use super::handle::Handle;
 use super::id::{CloseReason, ConnId, ListenerId};
 use super::out_queue::{Chunk, OutQueue};
+use super::socket::Socket;
 use super::sys;
 use super::timer::TimerWheel;
 use log::{debug, trace, warn};
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The log target for one line per syscall; `RUST_LOG=readyloop::io=trace` shows only those.
@@ -66,11 +67,11 @@ pub struct Core<M> {
     spare: BufferPool,
     /// Peer addresses, kept only while trace logging is on (so the log can name the peer
     /// without costing idle connections 32 bytes each in normal runs).
-    pub(crate) peers: HashMap<usize, SocketAddr>,
+    pub(crate) peers: HashMap<usize, Addr>,
 }
 
 /// Formats `conn KEY PEER` for log lines.
-pub(crate) struct Who<'a>(pub(crate) usize, pub(crate) &'a HashMap<usize, SocketAddr>);
+pub(crate) struct Who<'a>(pub(crate) usize, pub(crate) &'a HashMap<usize, Addr>);
 
 impl std::fmt::Display for Who<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +132,7 @@ impl<M> Core<M> {
     /// Puts a freshly accepted or connecting socket in the slab, registered for `interest`.
     pub(crate) fn insert(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Socket,
         listener: Option<ListenerId>,
         phase: Phase,
     ) -> io::Result<ConnId> {
@@ -303,17 +304,25 @@ impl<M> Core<M> {
     }
 
     /// `connect(2)` on a fresh non-blocking socket and a slab slot in `Connecting`. Never
-    /// blocks: the result comes back as WRITABLE. `from` binds a source address first.
+    /// blocks: the result comes back as WRITABLE. `from` binds a source address first (IP only).
     pub(crate) fn connect(
         &mut self,
-        addr: SocketAddr,
+        addr: &Addr,
         from: Option<std::net::IpAddr>,
     ) -> io::Result<ConnId> {
-        let stream = match from {
-            None => TcpStream::connect(addr)?,
-            Some(ip) => TcpStream::from_std(sys::connect_from(ip, addr)?),
+        // SAFETY (each arm): `into_raw_fd` hands over sole ownership of a valid descriptor.
+        let fd = match (addr, from) {
+            (Addr::Ip(ip), None) => {
+                let s = mio::net::TcpStream::connect(*ip)?;
+                unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) }
+            }
+            (Addr::Ip(ip), Some(src)) => OwnedFd::from(sys::connect_from(src, *ip)?),
+            (Addr::Unix(path), _) => {
+                let s = mio::net::UnixStream::connect(path)?;
+                unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) }
+            }
         };
-        let id = self.insert(stream, None, Phase::Connecting)?;
+        let id = self.insert(Socket::from_fd(fd), None, Phase::Connecting)?;
         trace!(target: IO, "conn {} connect {addr} in progress", id.key);
         Ok(id)
     }

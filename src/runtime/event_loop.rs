@@ -31,6 +31,7 @@
 //! 8. During shutdown, stop once no connection and no background work is left.
 
 use super::accept::{listener_index, Acceptor};
+use super::addr::Addr;
 use super::config::{Config, Stats};
 use super::conn_io::ConnIo;
 use super::connection::{flags, Phase};
@@ -40,7 +41,7 @@ use super::handler::{with_conn, with_loop, ContextOf, Handler};
 use super::id::{CloseReason, ConnId, ListenerId};
 use super::states::States;
 use log::{debug, info, trace, warn};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::net::SocketAddr;
@@ -94,17 +95,20 @@ impl<H: Handler> EventLoop<H> {
     /// Binds `addr` (SO_REUSEADDR, a 4096 backlog) and serves it as listener `name`.
     /// Returns the id and the bound address (the real port when port 0 was asked for).
     pub fn listen(&mut self, name: &str, addr: SocketAddr) -> io::Result<(ListenerId, SocketAddr)> {
-        self.listen_with(name, addr, false)
+        let (id, bound) = self.listen_at(name, &Addr::Ip(addr), false)?;
+        Ok((id, bound.ip().unwrap_or(addr)))
     }
 
-    /// Like `listen`, with SO_REUSEPORT when `reuse_port` is set (several worker processes
-    /// sharing one port, each with its own accept queue).
-    pub fn listen_with(
+    /// Binds an IP address or a Unix socket path and serves it as listener `name`, with
+    /// SO_REUSEPORT when `reuse_port` is set (several worker processes sharing one port, each
+    /// with its own accept queue; Unix sockets have no such option). A Unix socket file this
+    /// creates is removed when the listener closes.
+    pub fn listen_at(
         &mut self,
         name: &str,
-        addr: SocketAddr,
+        addr: &Addr,
         reuse_port: bool,
-    ) -> io::Result<(ListenerId, SocketAddr)> {
+    ) -> io::Result<(ListenerId, Addr)> {
         self.acceptor.listen(
             self.poll.registry(),
             &mut self.core.stats,
@@ -114,14 +118,24 @@ impl<H: Handler> EventLoop<H> {
         )
     }
 
-    /// Serves an already bound, non-blocking listener.
+    /// Serves an already bound, non-blocking TCP listener.
     pub fn add_listener(&mut self, name: &str, socket: TcpListener) -> io::Result<ListenerId> {
         self.acceptor
-            .add(self.poll.registry(), &mut self.core.stats, name, socket)
+            .add_tcp(self.poll.registry(), &mut self.core.stats, name, socket)
+    }
+
+    /// Serves an already bound, non-blocking Unix listener.
+    pub fn add_unix_listener(
+        &mut self,
+        name: &str,
+        socket: UnixListener,
+    ) -> io::Result<ListenerId> {
+        self.acceptor
+            .add_unix(self.poll.registry(), &mut self.core.stats, name, socket)
     }
 
     /// The name and bound address of a listener.
-    pub fn listener_addr(&self, id: ListenerId) -> Option<(&str, SocketAddr)> {
+    pub fn listener_addr(&self, id: ListenerId) -> Option<(&str, &Addr)> {
         self.acceptor.addr(id)
     }
 
@@ -131,11 +145,15 @@ impl<H: Handler> EventLoop<H> {
     /// `Context::connect`.
     pub fn connect(
         &mut self,
-        addr: SocketAddr,
+        addr: impl Into<Addr>,
         from: Option<std::net::IpAddr>,
         state: H::Conn,
     ) -> io::Result<ConnId> {
-        self.with_context(|_, cx| cx.connect_from(addr, from, state))
+        let addr = addr.into();
+        self.with_context(|_, cx| match (&addr, from) {
+            (Addr::Ip(ip), Some(_)) => cx.connect_from(*ip, from, state),
+            _ => cx.connect(addr.clone(), state),
+        })
     }
 
     /// Stops the loop gracefully on SIGINT and SIGTERM (through a self-pipe registered with the

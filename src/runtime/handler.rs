@@ -11,6 +11,7 @@
 //! a protocol can take a `&mut Context<'_, S, M>` without naming the handler it is part of:
 //! that is what lets each service of the server live in a file that knows no other.
 
+use super::addr::Addr;
 use super::config::Stats;
 use super::core::Core;
 use super::handle::Handle;
@@ -36,7 +37,7 @@ pub trait Handler: Sized {
     type Message: Send + 'static;
 
     /// A listener accepted a connection; return its initial state, or `None` to refuse it.
-    fn accept(&mut self, listener: ListenerId, peer: SocketAddr) -> Option<Self::Conn>;
+    fn accept(&mut self, listener: ListenerId, peer: &Addr) -> Option<Self::Conn>;
 
     /// The connection is in the slab and may be written to. For an outgoing connection this
     /// runs when the connect has completed.
@@ -271,8 +272,10 @@ impl<'a, S, M> Context<'a, S, M> {
     /// ends in `on_close(.., CloseReason::ConnectFailed)`. A timer armed on the returned id
     /// before then is a connect timeout (`on_timer`). Errors here are immediate ones (no
     /// descriptors, unreachable network); nothing blocks, and `addr` is an address, not a name.
-    pub fn connect(&mut self, addr: SocketAddr, state: S) -> std::io::Result<ConnId> {
-        self.connect_from(addr, None, state)
+    pub fn connect(&mut self, addr: impl Into<Addr>, state: S) -> std::io::Result<ConnId> {
+        let id = self.core.connect(&addr.into(), None)?;
+        self.states.insert(id.key, state);
+        Ok(id)
     }
 
     /// `connect` from a chosen source address (`from`), for clients that need more
@@ -283,7 +286,7 @@ impl<'a, S, M> Context<'a, S, M> {
         from: Option<std::net::IpAddr>,
         state: S,
     ) -> std::io::Result<ConnId> {
-        let id = self.core.connect(addr, from)?;
+        let id = self.core.connect(&Addr::Ip(addr), from)?;
         self.states.insert(id.key, state);
         Ok(id)
     }

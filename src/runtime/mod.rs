@@ -10,6 +10,7 @@
 //! The runtime knows no protocol: it imports nothing from `codec` or `service`.
 
 mod accept;
+mod addr;
 mod config;
 mod conn_io;
 pub mod connection;
@@ -19,16 +20,19 @@ mod handle;
 pub mod handler;
 mod id;
 pub mod out_queue;
+mod socket;
 mod states;
 pub mod sys;
 pub mod timer;
 
+pub use self::addr::Addr;
 pub use self::config::{Config, Stats};
 pub use self::event_loop::EventLoop;
 pub use self::handle::Handle;
 pub use self::handler::{Context, ContextOf, Handler};
 pub use self::id::{CloseReason, ConnId, ListenerId};
 pub use self::out_queue::Chunk;
+pub use self::socket::Socket;
 
 #[cfg(test)]
 mod tests;

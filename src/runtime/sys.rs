@@ -13,6 +13,8 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 /// A TCP socket bound to `addr` with SO_REUSEADDR (and SO_REUSEPORT when `reuse_port`: several
 /// worker processes sharing one port, each with its own accept queue), non-blocking, not yet
@@ -25,6 +27,33 @@ pub fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::So
     }
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// A Unix stream socket bound to `path`, non-blocking, not yet listening. A socket file left
+/// by a run that did not clean up (nobody accepts on it) is replaced; a live one, or a file
+/// that is not a socket, is an error (`AddrInUse`).
+pub fn bind_unix(path: &Path) -> io::Result<socket2::Socket> {
+    let bind = || -> io::Result<socket2::Socket> {
+        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&socket2::SockAddr::unix(path)?)?;
+        Ok(socket)
+    };
+    match bind() {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            // A connect to a Unix socket never waits: it is refused or queued at once.
+            let refused = std::os::unix::net::UnixStream::connect(path)
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+            if !(is_socket && refused) {
+                return Err(e);
+            }
+            std::fs::remove_file(path)?;
+            bind()
+        }
+        other => other,
+    }
 }
 
 /// A non-blocking TCP socket of `addr`'s family.

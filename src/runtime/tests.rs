@@ -32,7 +32,7 @@ impl Handler for Probe {
     type Conn = ();
     type Message = ();
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<()> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<()> {
         Some(())
     }
 

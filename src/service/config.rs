@@ -5,8 +5,9 @@
 
 #[cfg(feature = "redis")]
 use super::redis_relay::RedisUrl;
-use crate::runtime::Config;
+use crate::runtime::{Addr, Config};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// Default capacity of each task thread's queue, counted in **messages**: one per 64 KiB body
@@ -37,6 +38,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol this build speaks.
+    pub const ALL: [Protocol; if cfg!(feature = "http") { 3 } else { 2 }] = [
+        #[cfg(feature = "http")]
+        Protocol::Http,
+        Protocol::Line,
+        Protocol::Hello,
+    ];
+
     /// The name used in `listening <name> <addr>` and in `/stats`.
     pub fn name(self) -> &'static str {
         match self {
@@ -53,11 +62,12 @@ impl Protocol {
 pub struct ServeConfig {
     /// Listeners to bind, in order; `None` addresses are disabled (`off`). Without the `http`
     /// feature the default is `None`, and `bind` refuses `Some` with a message saying so.
-    pub http: Option<SocketAddr>,
+    /// An address is an IP socket address or a Unix socket path (`unix:/path`).
+    pub http: Option<Addr>,
     /// See `http`.
-    pub line: Option<SocketAddr>,
+    pub line: Option<Addr>,
     /// See `http`.
-    pub hello: Option<SocketAddr>,
+    pub hello: Option<Addr>,
     /// The hello greeting, sent as is followed by `\n`.
     pub greeting: String,
     /// Echo or broadcast.
@@ -75,14 +85,35 @@ pub struct ServeConfig {
     pub redis: Option<RedisUrl>,
     /// The loop's own tunables.
     pub loop_config: Config,
+    /// Listeners inherited, already listening, from the supervisor of `--workers` (a Unix
+    /// socket path cannot be bound twice): served as they are instead of binding the address.
+    pub inherited: Vec<(Protocol, RawFd)>,
+}
+
+impl ServeConfig {
+    /// Checks what the server needs from its environment, so that a bad setting fails before
+    /// any listener is bound or any `listening` line printed: the upload dir must be a
+    /// directory we can create files in.
+    pub fn validate(&self) -> Result<(), String> {
+        if cfg!(feature = "http") && self.http.is_some() {
+            let dir = &self.web.upload_dir;
+            let fail = |e: std::io::Error| format!("--upload-dir {}: {e}", dir.display());
+            std::fs::create_dir_all(dir).map_err(fail)?;
+            let probe = dir.join(format!(".readyloop-probe-{}", std::process::id()));
+            std::fs::File::create(&probe).map_err(fail)?;
+            std::fs::remove_file(&probe).map_err(fail)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            http: cfg!(feature = "http").then(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
-            line: Some(SocketAddr::from(([127, 0, 0, 1], 10000))),
-            hello: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
+            http: cfg!(feature = "http")
+                .then(|| Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 8000)))),
+            line: Some(Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 10000)))),
+            hello: Some(Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 8001)))),
             greeting: "Hello, World!".to_string(),
             line_mode: LineMode::Echo,
             max_line: 65536,
@@ -92,6 +123,7 @@ impl Default for ServeConfig {
             #[cfg(feature = "redis")]
             redis: None,
             loop_config: Config::default(),
+            inherited: Vec::new(),
         }
     }
 }

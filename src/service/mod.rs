@@ -37,10 +37,10 @@ use self::stats::{Connections, Snapshot};
 use self::ws::{WsConn, WsService};
 #[cfg(feature = "http")]
 use crate::codec::http::Response;
-use crate::runtime::{CloseReason, ConnId, ContextOf, EventLoop, Handler, ListenerId};
+use crate::runtime::{Addr, CloseReason, ConnId, ContextOf, EventLoop, Handler, ListenerId};
 use log::info;
 use std::io;
-use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
 
 /// The `Context` of the server's callbacks.
 type Cx<'a> = ContextOf<'a, Server>;
@@ -83,7 +83,7 @@ pub enum Message {
 }
 
 /// A listener `Server::bind` bound: its protocol and its real address.
-pub type Bound = (Protocol, SocketAddr);
+pub type Bound = (Protocol, Addr);
 
 /// The handler of `readyloop serve`: every service, and the protocol of each listener.
 pub struct Server {
@@ -135,19 +135,29 @@ impl Server {
         loop_config.max_pending = loop_config.max_pending.max(2 * message + (1 << 20));
         let wanted = [
             #[cfg(feature = "http")]
-            (Protocol::Http, config.http),
-            (Protocol::Line, config.line),
-            (Protocol::Hello, config.hello),
+            (Protocol::Http, config.http.as_ref()),
+            (Protocol::Line, config.line.as_ref()),
+            (Protocol::Hello, config.hello.as_ref()),
         ];
         let mut ev = EventLoop::new(Server::new(&config), loop_config)?;
         let mut bound = Vec::new();
         for (protocol, addr) in wanted {
             let Some(addr) = addr else { continue };
-            let (id, local) = ev
-                .listen_with(protocol.name(), addr, config.reuse_port)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("bind {} {addr}: {e}", protocol.name()))
-                })?;
+            let inherited = config.inherited.iter().find(|(p, _)| *p == protocol);
+            let name = protocol.name();
+            let (id, local) = match inherited {
+                Some(&(_, fd)) => {
+                    // SAFETY: the supervisor handed us this listening descriptor, ours alone.
+                    let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+                    std.set_nonblocking(true)?;
+                    let id = ev.add_unix_listener(name, mio::net::UnixListener::from_std(std))?;
+                    let local = ev.listener_addr(id).map(|(_, a)| a.clone());
+                    (id, local.unwrap_or_else(|| addr.clone()))
+                }
+                None => ev
+                    .listen_at(name, addr, config.reuse_port)
+                    .map_err(|e| io::Error::new(e.kind(), format!("bind {name} {addr}: {e}")))?,
+            };
             debug_assert_eq!(id.0 as usize, ev.handler().protocols.len());
             ev.handler_mut().protocols.push(protocol);
             bound.push((protocol, local));
@@ -282,7 +292,7 @@ impl Handler for Server {
     type Conn = Conn;
     type Message = Message;
 
-    fn accept(&mut self, listener: ListenerId, _peer: SocketAddr) -> Option<Conn> {
+    fn accept(&mut self, listener: ListenerId, _peer: &Addr) -> Option<Conn> {
         Some(match self.protocols.get(listener.0 as usize)? {
             Protocol::Hello => Conn::Hello,
             Protocol::Line => Conn::Line,

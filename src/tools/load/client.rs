@@ -20,7 +20,7 @@ use super::Mode;
 use crate::codec::line::next_line;
 use crate::codec::ws::close::close_frame;
 use crate::codec::ws::{frame, handshake, CloseCode, Message, MessageDecoder, OpCode, Role};
-use crate::runtime::{CloseReason, ConnId, ContextOf, Handler, ListenerId};
+use crate::runtime::{Addr, CloseReason, ConnId, ContextOf, Handler, ListenerId};
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -528,7 +528,7 @@ impl Handler for LoadClient {
     type Conn = Conn;
     type Message = ();
 
-    fn accept(&mut self, _: ListenerId, _: SocketAddr) -> Option<Conn> {
+    fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<Conn> {
         None // no listeners
     }
 
