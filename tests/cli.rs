@@ -2,12 +2,12 @@
 
 #![cfg(feature = "cli")]
 
-mod common;
+mod support;
 
-use common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 fn client(addr: std::net::SocketAddr) -> std::process::Child {
     Command::new(BIN)
@@ -106,14 +106,7 @@ fn unknown_flag_fails_with_a_message() {
 
 #[test]
 fn all_listeners_off_prints_no_listening_lines() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--line", "off", "--hello", "off", "--http", "off"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&["--line", "off", "--hello", "off", "--http", "off"]);
     let out = collect(child.stdout.take().unwrap());
     // It has nothing to serve; give it time to print, then stop it.
     std::thread::sleep(Duration::from_millis(500));

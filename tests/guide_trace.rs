@@ -14,18 +14,16 @@
 
 #![cfg(all(feature = "cli", feature = "websocket"))]
 
-#[path = "ws_common/mod.rs"]
-mod ws_common;
+mod support;
 
-// tests/common, which ws_common already loads (one file, one module).
-use ws_common::shared as common;
-
-use common::{connect, echo, numbered_lines, read_n, read_to_eof, stuff, Options, Server};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
-use ws_common::RawClient;
+use support::{
+    connect, echo, numbered_lines, read_n, read_to_eof, stuff, Options, RawClient, Server, TempDir,
+    IO_TIMEOUT,
+};
 
 const GUIDE: &str = include_str!("../docs/guide.md");
 
@@ -94,17 +92,16 @@ fn small_receive_buffer(addr: std::net::SocketAddr) -> TcpStream {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
     let s: TcpStream = socket.into();
-    s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
 }
 
 /// Runs the guide's session against the real binary and returns its stderr.
 fn run_session() -> String {
-    let dir = std::env::temp_dir().join(format!("readyloop-guide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("guide");
     let mut server = Server::start_with(
-        &["--upload-dir", dir.to_str().unwrap()],
+        &["--upload-dir", dir.arg()],
         Options {
             rust_log: Some("readyloop=trace".into()),
             ..Options::default()
@@ -155,7 +152,7 @@ fn run_session() -> String {
     drop(s);
 
     // 3. WebSocket broadcast: two clients on /ws, one message, both get it; then both close.
-    let http = server.http.expect("http listener");
+    let http = server.http();
     let mut a = RawClient::connect(http, "/ws");
     let mut b = RawClient::connect(http, "/ws");
     a.send(true, 0x1, "hi".as_bytes());
@@ -179,7 +176,6 @@ fn run_session() -> String {
         .wait_exit(Duration::from_secs(10))
         .expect("exit after SIGTERM");
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
     server.stderr_text()
 }
 

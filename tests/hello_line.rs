@@ -2,11 +2,11 @@
 
 #![cfg(feature = "cli")]
 
-mod common;
+mod support;
 
-use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+use support::*;
 
 #[test]
 fn hello_greets_then_closes() {

@@ -5,11 +5,11 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
-mod http_support;
+mod support;
 
-use http_support::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::*;
 
 const GET_HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -18,7 +18,7 @@ fn curl_reuses_one_keepalive_connection_for_two_urls() {
     if !have_curl() {
         return;
     }
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -30,8 +30,8 @@ fn curl_reuses_one_keepalive_connection_for_two_urls() {
             "/dev/null",
         ])
         .args(["-w", "%{http_code} %{num_connects}\\n"])
-        .arg(server.url("/healthz"))
-        .arg(server.url("/"))
+        .arg(server.http_url("/healthz"))
+        .arg(server.http_url("/"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -44,8 +44,8 @@ fn curl_reuses_one_keepalive_connection_for_two_urls() {
 
 #[test]
 fn keepalive_serves_many_requests_on_one_connection() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     for _ in 0..20 {
         c.send(GET_HEALTHZ);
         let r = c.response();
@@ -58,8 +58,8 @@ fn keepalive_serves_many_requests_on_one_connection() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(
         b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
           GET /no-such-page HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -75,8 +75,8 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn pipelined_requests_split_at_odd_places_still_answered_in_order() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     let all: Vec<u8> = [
         GET_HEALTHZ,
         b"GET /tasks/77 HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -94,8 +94,8 @@ fn pipelined_requests_split_at_odd_places_still_answered_in_order() {
 
 #[test]
 fn head_has_headers_and_no_body() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.head_response();
     assert_eq!(r.status, 200);
@@ -112,14 +112,14 @@ fn head_has_headers_and_no_body() {
 
 #[test]
 fn http10_closes_unless_keepalive_is_asked_for() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
     let r = c.response();
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     c.expect_closed();
 
-    let mut c = server.connect();
+    let mut c = server.http_client();
     for _ in 0..2 {
         c.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert_eq!(c.response().status, 200);
@@ -128,8 +128,8 @@ fn http10_closes_unless_keepalive_is_asked_for() {
 
 #[test]
 fn connection_close_is_honoured() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 200);
@@ -139,8 +139,8 @@ fn connection_close_is_honoured() {
 
 #[test]
 fn unknown_route_is_404_and_the_connection_stays() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.response().status, 404);
     c.send(b"GET /tasks/999999 HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -153,8 +153,8 @@ fn unknown_route_is_404_and_the_connection_stays() {
 
 #[test]
 fn wrong_method_is_405_with_allow() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     for (req, allow) in [
         (
             &b"DELETE /healthz HTTP/1.1\r\nHost: t\r\n\r\n"[..],
@@ -181,8 +181,8 @@ fn wrong_method_is_405_with_allow() {
 
 #[test]
 fn head_over_16_kib_is_431_and_closes() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     let mut req = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
     while req.len() <= 17 * 1024 {
         req.extend_from_slice(format!("X-Pad-{}: {}\r\n", req.len(), "a".repeat(100)).as_bytes());
@@ -193,7 +193,7 @@ fn head_over_16_kib_is_431_and_closes() {
     c.expect_closed();
 
     // A head just under the limit is fine.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     let mut req = b"GET /healthz HTTP/1.1\r\nHost: t\r\n".to_vec();
     req.extend_from_slice(format!("X-Pad: {}\r\n\r\n", "a".repeat(15 * 1024)).as_bytes());
     c.send(&req);
@@ -202,14 +202,14 @@ fn head_over_16_kib_is_431_and_closes() {
 
 #[test]
 fn body_over_max_body_is_413_and_closes() {
-    let server = Server::start(&["--max-body", "1000"]);
+    let server = Server::http_only(&["--max-body", "1000"]);
     // Content-Length: refused at the head, before any body byte.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(b"POST /upload-file?name=big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n");
     assert_eq!(c.response().status, 413);
     c.expect_closed();
     // Chunked: refused at the chunk that goes past the limit.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(
         b"POST /upload-file?name=big.bin HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
@@ -217,7 +217,7 @@ fn body_over_max_body_is_413_and_closes() {
     assert_eq!(c.response().status, 413);
     c.expect_closed();
     // Exactly the limit is accepted.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(&raw_upload_head("ok.bin", 1000));
     c.send(&[b'b'; 1000]);
     let task = task_id(&c.response());
@@ -230,8 +230,8 @@ fn body_over_max_body_is_413_and_closes() {
 
 #[test]
 fn chunked_request_body_with_extensions_and_trailers() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(
         b"POST /upload-file?name=chunked.txt HTTP/1.1\r\nHost: t\r\n\
           Transfer-Encoding: chunked\r\n\r\n\
@@ -254,8 +254,8 @@ fn chunked_request_body_with_extensions_and_trailers() {
 
 #[test]
 fn expect_100_continue_before_the_body() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(
         b"POST /upload-file?name=cont.txt HTTP/1.1\r\nHost: t\r\n\
           Expect: 100-continue\r\nContent-Length: 4\r\n\r\n",
@@ -272,7 +272,7 @@ fn expect_100_continue_before_the_body() {
 
     // Refused at the head: the final answer comes instead of 100, and the connection closes
     // (the client has not sent the body, so it cannot be skipped).
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(
         b"POST /nowhere HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
@@ -282,8 +282,8 @@ fn expect_100_continue_before_the_body() {
 
 #[test]
 fn slowloris_gets_408_within_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "1"]);
-    let mut c = server.connect();
+    let server = Server::http_only(&["--header-timeout", "1"]);
+    let mut c = server.http_client();
     let start = Instant::now();
     let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let mut sent = 0;
@@ -308,8 +308,8 @@ fn slowloris_gets_408_within_the_header_timeout() {
 
 #[test]
 fn a_body_trickling_a_byte_at_a_time_gets_408() {
-    let server = Server::start(&["--header-timeout", "1"]);
-    let mut c = server.connect();
+    let server = Server::http_only(&["--header-timeout", "1"]);
+    let mut c = server.http_client();
     c.send(b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     let start = Instant::now();
     // One byte every 100 ms: each arrival is activity, but 1 KiB per second is never reached.
@@ -328,8 +328,8 @@ fn a_body_trickling_a_byte_at_a_time_gets_408() {
 
 #[test]
 fn idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
-    let server = Server::start(&["--keepalive-timeout", "1"]);
-    let mut c = server.connect();
+    let server = Server::http_only(&["--keepalive-timeout", "1"]);
+    let mut c = server.http_client();
     c.send(GET_HEALTHZ);
     assert_eq!(c.response().status, 200);
     let start = Instant::now();
@@ -340,7 +340,7 @@ fn idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
         "closed after {took:?}"
     );
     // A connection that keeps talking is not cut off.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(300));
         c.send(GET_HEALTHZ);
@@ -460,14 +460,14 @@ const MALFORMED: &[(&str, &[u8], u16)] = &[
 #[test]
 fn malformed_requests_get_their_status_and_close_while_others_keep_working() {
     assert!(MALFORMED.len() >= 20);
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     // Opened before the first bad request, used after each one.
-    let mut good = server.connect();
+    let mut good = server.http_client();
     good.send(GET_HEALTHZ);
     assert_eq!(good.response().status, 200);
     let mut failures = Vec::new();
     for &(what, bytes, status) in MALFORMED {
-        let mut bad = server.connect();
+        let mut bad = server.http_client();
         bad.send(bytes);
         match bad.try_response(false) {
             Some(r) if r.status == status => {
@@ -492,8 +492,8 @@ fn malformed_requests_get_their_status_and_close_while_others_keep_working() {
 
 #[test]
 fn unknown_method_is_501_and_the_connection_stays_in_sync() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(b"BREW /pot HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!(c.response().status, 501);
     c.send(GET_HEALTHZ);
@@ -502,7 +502,7 @@ fn unknown_method_is_501_and_the_connection_stays_in_sync() {
 
 #[test]
 fn stats_reports_the_contract_fields() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let r = server.get("/stats");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -527,11 +527,11 @@ fn stats_reports_the_contract_fields() {
 
 #[test]
 fn sigterm_closes_idle_and_half_sent_connections_promptly() {
-    let mut server = Server::start(&["--header-timeout", "20", "--shutdown-timeout", "30"]);
-    let mut idle = server.connect();
+    let mut server = Server::http_only(&["--header-timeout", "20", "--shutdown-timeout", "30"]);
+    let mut idle = server.http_client();
     idle.send(GET_HEALTHZ);
     assert_eq!(idle.response().status, 200);
-    let mut half = server.connect();
+    let mut half = server.http_client();
     half.send(b"GET /healthz HTTP/1.1\r\nHo");
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();

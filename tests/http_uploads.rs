@@ -5,13 +5,13 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
-mod http_support;
+mod support;
 
-use http_support::*;
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use support::*;
 
 /// One parsed line of `uploads.jsonl`.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ struct Logged {
 
 fn logged_by_task(server: &Server) -> HashMap<u64, Logged> {
     server
-        .log_lines()
+        .uploads_jsonl()
         .iter()
         .map(|line| {
             let task = json_u64(line, "task").unwrap_or_else(|| panic!("no task in {line}"));
@@ -97,9 +97,9 @@ fn curl_multipart_and_raw_uploads_are_stored_and_logged() {
     if !have_curl() {
         return;
     }
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let data = pseudo_random(1, 300_000);
-    let file = server.root.path().join("payload.bin");
+    let file = server.root().join("payload.bin");
     std::fs::write(&file, &data).unwrap();
     let curl = |args: &[&str]| {
         let out = Command::new("curl")
@@ -111,13 +111,13 @@ fn curl_multipart_and_raw_uploads_are_stored_and_logged() {
         String::from_utf8(out.stdout).unwrap()
     };
     let form = format!("file=@{}", file.display());
-    let multipart = curl(&["-F", &form, &server.url("/upload-file")]);
+    let multipart = curl(&["-F", &form, &server.http_url("/upload-file")]);
     let raw = curl(&[
         "--data-binary",
         &format!("@{}", file.display()),
         "-H",
         "Content-Type: application/octet-stream",
-        &server.url("/upload-file?name=raw%20copy.bin"),
+        &server.http_url("/upload-file?name=raw%20copy.bin"),
     ]);
     for (answer, name) in [(multipart, "payload.bin"), (raw, "raw copy.bin")] {
         assert!(answer.contains("\"message\""), "{answer}");
@@ -134,8 +134,8 @@ fn curl_multipart_and_raw_uploads_are_stored_and_logged() {
 
 #[test]
 fn same_name_twice_never_overwrites() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     let mut tasks = Vec::new();
     for data in [&b"first"[..], b"second"] {
         c.send(&raw_upload_head("same.txt", data.len()));
@@ -158,10 +158,10 @@ fn same_name_twice_never_overwrites() {
 
 #[test]
 fn task_status_goes_from_queued_or_running_to_done() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     assert_eq!(server.get("/tasks/1").status, 404, "no task yet");
     let data = pseudo_random(2, 256 * 1024);
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(&raw_upload_head("status.bin", data.len()));
     c.send(&data[..100_000]);
     // A fresh server's first task is 1; mid-body it is queued or running.
@@ -193,8 +193,8 @@ fn task_status_goes_from_queued_or_running_to_done() {
 
 #[test]
 fn client_leaving_mid_upload_fails_the_task_and_leaves_nothing() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     c.send(&raw_upload_head("gone.bin", 1 << 20));
     c.send(&pseudo_random(3, 200_000));
     std::thread::sleep(Duration::from_millis(200));
@@ -203,7 +203,7 @@ fn client_leaving_mid_upload_fails_the_task_and_leaves_nothing() {
     assert!(status.contains("\"failed\""), "{status}");
     assert!(!server.uploads().join("gone.bin").exists());
     assert!(part_files(&server.uploads()).is_empty());
-    assert!(server.log_lines().is_empty());
+    assert!(server.uploads_jsonl().is_empty());
     assert_eq!(server.get("/healthz").status, 200);
 }
 
@@ -212,10 +212,10 @@ fn client_leaving_mid_upload_fails_the_task_and_leaves_nothing() {
 fn upload_of_200_mib_keeps_rss_far_below_its_size() {
     const TOTAL: usize = 200 << 20;
     const BLOCK: usize = 1 << 20;
-    let server = Server::start(&["--max-body", "300000000"]);
+    let server = Server::http_only(&["--max-body", "300000000"]);
     assert_eq!(server.get("/healthz").status, 200);
     let baseline = server.rss();
-    let mut c = server.connect();
+    let mut c = server.http_client();
     // The server may stop reading for a while when the disk (page-cache writeback, other
     // tests' fsyncs) holds the upload worker up: that is the backpressure under test, so give
     // a stalled write the whole test's time bound rather than the usual 10 s.
@@ -277,7 +277,7 @@ fn sigterm_with_50_uploads_in_flight_keeps_every_acknowledged_upload() {
     const N: usize = 50;
     const LEN: usize = 256 * 1024;
     // Queues deep enough that no upload is refused with 503 (that path has its own test).
-    let mut server = Server::start(&[
+    let mut server = Server::http_only(&[
         "--shutdown-timeout",
         "20",
         "--task-threads",
@@ -288,7 +288,7 @@ fn sigterm_with_50_uploads_in_flight_keeps_every_acknowledged_upload() {
     let barrier = Arc::new(Barrier::new(N + 1));
     let threads: Vec<_> = (0..N)
         .map(|i| {
-            let addr = server.addr;
+            let addr = server.http();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let data = pseudo_random(100 + i as u64, LEN);
@@ -315,14 +315,18 @@ fn sigterm_with_50_uploads_in_flight_keeps_every_acknowledged_upload() {
         assert!(
             Instant::now() < deadline,
             "uploads never all began: {stats}\n{}",
-            server.log()
+            server.stderr_text()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     barrier.wait();
     std::thread::sleep(Duration::from_millis(2));
     let status = server.terminate(Duration::from_secs(25));
-    assert!(status.success(), "exit {status:?}\n{}", server.log());
+    assert!(
+        status.success(),
+        "exit {status:?}\n{}",
+        server.stderr_text()
+    );
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let logged = logged_by_task(&server);
     let mut acknowledged = 0;
@@ -354,7 +358,7 @@ fn sigterm_with_50_uploads_in_flight_keeps_every_acknowledged_upload() {
 
 #[test]
 fn path_traversal_never_writes_outside_the_upload_dir() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let tag = format!("trav{}", std::process::id());
     let raw_names = [
         format!("..%2F..%2F{tag}-q1"),
@@ -374,7 +378,7 @@ fn path_traversal_never_writes_outside_the_upload_dir() {
         "..".to_string(),
         format!("....//{tag}-f4"),
     ];
-    let mut c = server.connect();
+    let mut c = server.http_client();
     let mut stored = Vec::new();
     let mut answer = |c: &mut Client, what: &str| {
         let r = c.response();
@@ -384,7 +388,7 @@ fn path_traversal_never_writes_outside_the_upload_dir() {
             s => panic!("{what}: {s} {}", r.text()),
         }
         if r.closes() {
-            *c = server.connect();
+            *c = server.http_client();
         }
     };
     for name in &raw_names {
@@ -419,7 +423,7 @@ fn path_traversal_never_writes_outside_the_upload_dir() {
     assert_eq!(logged[task].original, form_names[0]);
     assert_ne!(logged[task].stored, form_names[0]);
     // Nothing escaped: not next to the upload dir, not in the temp dir, not in /tmp.
-    let mut beside: Vec<_> = std::fs::read_dir(server.root.path())
+    let mut beside: Vec<_> = std::fs::read_dir(server.root())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -437,11 +441,11 @@ fn path_traversal_never_writes_outside_the_upload_dir() {
 fn one_slot_task_queue_pushes_back_or_refuses_but_never_loses_an_upload() {
     const N: usize = 6;
     const LEN: usize = 8 << 20;
-    let server = Server::start(&["--task-queue", "1", "--task-threads", "1"]);
+    let server = Server::http_only(&["--task-queue", "1", "--task-threads", "1"]);
     let baseline = server.rss();
     let threads: Vec<_> = (0..N)
         .map(|i| {
-            let addr = server.addr;
+            let addr = server.http();
             std::thread::spawn(move || {
                 let data = pseudo_random(200 + i as u64, LEN);
                 let mut c = Client::connect(addr);
@@ -505,9 +509,9 @@ fn one_slot_task_queue_pushes_back_or_refuses_but_never_loses_an_upload() {
 
 #[test]
 fn write_error_fails_the_task_and_the_server_keeps_serving() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let data = pseudo_random(5, 1 << 20);
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(&raw_upload_head("doomed.bin", data.len()));
     c.send(&data[..300_000]);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -551,7 +555,7 @@ fn leftover_part_files_are_removed_at_start_up() {
         std::fs::write(uploads.join(name), b"half an upload").unwrap();
     }
     std::fs::write(uploads.join("keep.txt"), b"a real file").unwrap();
-    let server = Server::start_in(root, &[]);
+    let server = Server::http_only_in(root, &[]);
     assert_eq!(server.get("/healthz").status, 200);
     assert_eq!(part_files(&server.uploads()), Vec::<String>::new());
     assert_eq!(
@@ -562,9 +566,9 @@ fn leftover_part_files_are_removed_at_start_up() {
 
 #[test]
 fn uploads_pipelined_with_other_requests_are_answered_in_order() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let data = pseudo_random(6, 150_000);
-    let mut c = server.connect();
+    let mut c = server.http_client();
     let mut all = raw_upload_head("pipe1.bin", data.len());
     all.extend_from_slice(&data);
     all.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -587,10 +591,10 @@ fn uploads_pipelined_with_other_requests_are_answered_in_order() {
 
 #[test]
 fn chunked_multipart_upload_with_100_continue() {
-    let server = Server::start(&[]);
+    let server = Server::http_only(&[]);
     let data = pseudo_random(7, 100_000);
     let body = multipart("zzz", "chunky.bin", &data);
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(
         b"POST /upload-file HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
           Content-Type: multipart/form-data; boundary=zzz\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -609,8 +613,8 @@ fn chunked_multipart_upload_with_100_continue() {
 
 #[test]
 fn multipart_without_a_file_field_or_with_a_bad_form_is_400() {
-    let server = Server::start(&[]);
-    let mut c = server.connect();
+    let server = Server::http_only(&[]);
+    let mut c = server.http_client();
     let body = b"--b\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--b--\r\n";
     c.send(
         format!(
@@ -622,15 +626,15 @@ fn multipart_without_a_file_field_or_with_a_bad_form_is_400() {
     c.send(body);
     assert_eq!(c.response().status, 400);
     // No boundary parameter.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(b"POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!(c.response().status, 400);
     // Raw body without ?name=.
-    let mut c = server.connect();
+    let mut c = server.http_client();
     c.send(b"POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!(c.response().status, 400);
     // Truncated form (no closing boundary).
-    let mut c = server.connect();
+    let mut c = server.http_client();
     let body =
         b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.bin\"\r\n\r\nxyz";
     c.send(
@@ -642,7 +646,7 @@ fn multipart_without_a_file_field_or_with_a_bad_form_is_400() {
     );
     c.send(body);
     assert_eq!(c.response().status, 400);
-    assert!(server.log_lines().is_empty());
+    assert!(server.uploads_jsonl().is_empty());
     let deadline = Instant::now() + Duration::from_secs(5);
     while !part_files(&server.uploads()).is_empty() {
         assert!(Instant::now() < deadline, "a .part file stayed");

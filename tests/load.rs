@@ -4,63 +4,12 @@
 
 #![cfg(all(feature = "cli", feature = "load"))]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_readyloop");
-
-/// `readyloop serve` on ephemeral ports; killed on drop.
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    line: SocketAddr,
-    hello: SocketAddr,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--line", "127.0.0.1:0"])
-            .args(["--hello", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut http, mut line, mut hello) = (None, None, None);
-        for _ in 0..3 {
-            let mut l = String::new();
-            out.read_line(&mut l).expect("server output");
-            let parts: Vec<&str> = l.split_whitespace().collect();
-            match parts.as_slice() {
-                ["listening", "http", a] => http = Some(a.parse().unwrap()),
-                ["listening", "line", a] => line = Some(a.parse().unwrap()),
-                ["listening", "hello", a] => hello = Some(a.parse().unwrap()),
-                _ => panic!("unexpected server output {l:?}"),
-            }
-        }
-        Server {
-            child,
-            http: http.unwrap(),
-            line: line.unwrap(),
-            hello: hello.unwrap(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{collect, json_value, wait_timeout, Server, BIN};
 
 /// Runs `readyloop load ARGS --json --quiet`, killing it past `limit`. Returns its JSON line
 /// and how long it ran.
@@ -74,26 +23,15 @@ fn load(args: &[&str], limit: Duration) -> (String, Duration) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn load");
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
-        s
-    });
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "load {args:?} failed: {status}");
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("load {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let out = collect(child.stdout.take().unwrap());
+    let Some(status) = wait_timeout(&mut child, limit.saturating_sub(start.elapsed())) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("load {args:?} still running after {limit:?}");
+    };
+    assert!(status.success(), "load {args:?} failed: {status}");
     let took = start.elapsed();
-    let out = reader.join().unwrap();
+    let out = String::from_utf8(out.recv().unwrap()).unwrap();
     let last = out.lines().last().expect("a JSON line").to_string();
     assert!(last.starts_with('{') && last.ends_with('}'), "{last}");
     (last, took)
@@ -101,15 +39,8 @@ fn load(args: &[&str], limit: Duration) -> (String, Duration) {
 
 /// The number after `"key":` (keys are unique in the report, nested ones included).
 fn num(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
+    json_value(json, key)
         .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len();
-    let end = json[at..]
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .map_or(json.len(), |e| at + e);
-    json[at..end]
         .parse()
         .unwrap_or_else(|_| panic!("{key} in {json}"))
 }
@@ -118,12 +49,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn idle_holds_every_connection() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let (j, _) = load(
         &[
             "idle",
             "--addr",
-            &server.line.to_string(),
+            &server.line().to_string(),
             "--conns",
             "50",
             "--duration",
@@ -140,13 +71,13 @@ fn idle_holds_every_connection() {
 
 #[test]
 fn idle_reports_server_bytes_per_connection() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let pid = server.pid().to_string();
     let (j, _) = load(
         &[
             "idle",
             "--addr",
-            &server.line.to_string(),
+            &server.line().to_string(),
             "--conns",
             "50",
             "--duration",
@@ -162,12 +93,12 @@ fn idle_reports_server_bytes_per_connection() {
 
 #[test]
 fn hello_repeats_and_checks_every_greeting() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let (j, _) = load(
         &[
             "hello",
             "--addr",
-            &server.hello.to_string(),
+            &server.hello().to_string(),
             "--conns",
             "50",
             "--duration",
@@ -185,12 +116,12 @@ fn hello_repeats_and_checks_every_greeting() {
 
 #[test]
 fn echo_verifies_pipelined_payloads() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let (j, _) = load(
         &[
             "echo",
             "--addr",
-            &server.line.to_string(),
+            &server.line().to_string(),
             "--conns",
             "50",
             "--duration",
@@ -246,8 +177,8 @@ fn refused_connections_are_counted_and_exit_promptly() {
 #[test]
 fn server_killed_mid_run_is_counted_and_the_tool_still_exits() {
     for mode in ["echo", "idle"] {
-        let mut server = Server::start();
-        let addr = server.line.to_string();
+        let mut server = Server::start(&[]);
+        let addr = server.line().to_string();
         let start = Instant::now();
         let runner = std::thread::spawn(move || {
             load(
@@ -275,12 +206,12 @@ fn server_killed_mid_run_is_counted_and_the_tool_still_exits() {
 
 #[test]
 fn procs_merge_adds_up_the_children() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     let (j, _) = load(
         &[
             "echo",
             "--addr",
-            &server.line.to_string(),
+            &server.line().to_string(),
             "--conns",
             "31",
             "--duration",
@@ -478,8 +409,8 @@ fn idle_websockets_upgrade_and_hold() {
 
 #[test]
 fn ws_modes_against_the_real_server() {
-    let server = Server::start();
-    let addr = server.http.to_string();
+    let server = Server::start(&[]);
+    let addr = server.http().to_string();
     let (j, _) = load(
         &[
             "ws-echo",

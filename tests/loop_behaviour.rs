@@ -4,13 +4,13 @@
 
 #![cfg(feature = "cli")]
 
-mod common;
+mod support;
 
-use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 const MIB: usize = 1 << 20;
 

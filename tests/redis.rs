@@ -8,14 +8,16 @@
 
 #![cfg(all(feature = "cli", feature = "redis", feature = "websocket"))]
 
-mod common;
+mod support;
 
-use common::{Options, Server};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{
+    connect, json_value, timed_out, tungstenite_client, Client, Options, Server, TempDir,
+};
 use tungstenite::{Message, WebSocket};
 
 const PROCESSES: usize = 3;
@@ -98,8 +100,8 @@ impl Drop for Redis {
 }
 
 /// One `readyloop serve` with HTTP and line broadcast, relaying through `redis`.
-fn serve(redis: &Redis, dir: &std::path::Path) -> Server {
-    let dir = dir.to_str().unwrap().to_string();
+fn serve(redis: &Redis, dir: &TempDir) -> Server {
+    let dir = dir.arg();
     let url = redis.url();
     Server::start_with(
         &[
@@ -110,7 +112,7 @@ fn serve(redis: &Redis, dir: &std::path::Path) -> Server {
             "--ws-ping",
             "0",
             "--upload-dir",
-            &dir,
+            dir,
             "--redis",
             &url,
         ],
@@ -121,23 +123,12 @@ fn serve(redis: &Redis, dir: &std::path::Path) -> Server {
     )
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("readyloop-redis-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// `GET path` on a fresh connection, the body.
 fn get_body(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    Client::connect(addr)
+        .with_read_timeout(Duration::from_secs(5))
+        .get(path)
+        .text()
 }
 
 /// `GET /stats`, the body.
@@ -148,21 +139,15 @@ fn stats(addr: SocketAddr) -> String {
 /// A number field of the `/stats` JSON.
 fn stat(addr: SocketAddr, field: &str) -> String {
     let body = stats(addr);
-    let key = format!("\"{field}\": ");
-    let at = body
-        .find(&key)
+    json_value(&body, field)
         .unwrap_or_else(|| panic!("no {field} in {body}"))
-        + key.len();
-    body[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect()
+        .to_string()
 }
 
 fn wait_connected(servers: &[Server], want: bool) {
     let end = Instant::now() + PATIENCE;
     for s in servers {
-        let addr = s.http.unwrap();
+        let addr = s.http();
         while stat(addr, "redis_connected") != want.to_string() {
             assert!(
                 Instant::now() < end,
@@ -178,17 +163,13 @@ fn wait_connected(servers: &[Server], want: bool) {
 type Ws = WebSocket<TcpStream>;
 
 fn ws_connect(addr: SocketAddr) -> Ws {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
-    ws
+    tungstenite_client(addr, "/ws", Duration::from_millis(50))
 }
 
-/// Reads text messages until `want` arrived (or `PATIENCE` passed), then listens `QUIET` more
-/// for anything extra. Returns everything received.
-fn ws_collect(ws: &mut Ws, want: usize) -> Vec<String> {
+/// Calls `read` (a message, or `None` for nothing this time: a read that timed out, or one
+/// that is not a message) until `want` messages arrived (or `PATIENCE` passed), then listens
+/// `QUIET` more for anything extra. Returns everything received.
+fn collect_quietly(want: usize, mut read: impl FnMut() -> Option<String>) -> Vec<String> {
     let mut got = Vec::new();
     let end = Instant::now() + PATIENCE;
     let mut quiet_until = None;
@@ -200,17 +181,18 @@ fn ws_collect(ws: &mut Ws, want: usize) -> Vec<String> {
         if quiet_until.is_some_and(|q| now >= q) || now >= end {
             return got;
         }
-        match ws.read() {
-            Ok(Message::Text(t)) => got.push(t.to_string()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("ws read: {e}"),
-        }
+        got.extend(read());
     }
+}
+
+/// The text messages of `ws`, gathered by `collect_quietly`.
+fn ws_collect(ws: &mut Ws, want: usize) -> Vec<String> {
+    collect_quietly(want, || match ws.read() {
+        Ok(Message::Text(t)) => Some(t.to_string()),
+        Ok(_) => None,
+        Err(tungstenite::Error::Io(e)) if timed_out(&e) => None,
+        Err(e) => panic!("ws read: {e}"),
+    })
 }
 
 /// A line client with a buffered reader.
@@ -221,7 +203,7 @@ struct LineClient {
 
 impl LineClient {
     fn connect(addr: SocketAddr) -> LineClient {
-        let w = TcpStream::connect(addr).unwrap();
+        let w = connect(addr);
         w.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         LineClient {
             r: BufReader::new(w.try_clone().unwrap()),
@@ -235,33 +217,18 @@ impl LineClient {
 
     /// Like `ws_collect`, for lines.
     fn collect(&mut self, want: usize) -> Vec<String> {
-        let mut got = Vec::new();
         let mut partial = String::new();
-        let end = Instant::now() + PATIENCE;
-        let mut quiet_until = None;
-        loop {
-            let now = Instant::now();
-            if got.len() >= want && quiet_until.is_none() {
-                quiet_until = Some(now + QUIET);
+        collect_quietly(want, || match self.r.read_line(&mut partial) {
+            Ok(0) => panic!("line connection closed"),
+            Ok(_) if partial.ends_with('\n') => {
+                let line = partial.trim_end().to_string();
+                partial.clear();
+                Some(line)
             }
-            if quiet_until.is_some_and(|q| now >= q) || now >= end {
-                return got;
-            }
-            match self.r.read_line(&mut partial) {
-                Ok(0) => panic!("line connection closed"),
-                Ok(_) if partial.ends_with('\n') => {
-                    got.push(partial.trim_end().to_string());
-                    partial.clear();
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("line read: {e}"),
-            }
-        }
+            Ok(_) => None,
+            Err(e) if timed_out(&e) => None,
+            Err(e) => panic!("line read: {e}"),
+        })
     }
 }
 
@@ -285,14 +252,14 @@ fn assert_exactly_once(who: &str, got: &[String], expected: &[String]) {
 #[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
 fn ws_broadcast_reaches_every_client_of_every_process_exactly_once() {
     let redis = Redis::start();
-    let dir = temp_dir("ws");
+    let dir = TempDir::new("redis-ws");
     let servers: Vec<Server> = (0..PROCESSES).map(|_| serve(&redis, &dir)).collect();
     wait_connected(&servers, true);
     // Three clients per process; the first client of each process sends.
     let mut clients: Vec<(usize, Ws)> = Vec::new();
     for (p, s) in servers.iter().enumerate() {
         for _ in 0..3 {
-            clients.push((p, ws_connect(s.http.unwrap())));
+            clients.push((p, ws_connect(s.http())));
         }
     }
     const PER_SENDER: usize = 5;
@@ -309,7 +276,7 @@ fn ws_broadcast_reaches_every_client_of_every_process_exactly_once() {
         assert_exactly_once(&format!("ws client {i} of process {p}"), &got, &expected);
     }
     for s in &servers {
-        let addr = s.http.unwrap();
+        let addr = s.http();
         assert_eq!(stat(addr, "redis_unrelayed"), "0");
         assert_eq!(stat(addr, "redis_published"), PER_SENDER.to_string());
         assert_eq!(
@@ -317,26 +284,25 @@ fn ws_broadcast_reaches_every_client_of_every_process_exactly_once() {
             ((PROCESSES - 1) * PER_SENDER).to_string()
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 #[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
 fn line_broadcast_reaches_every_other_client_once_and_never_the_sender() {
     let redis = Redis::start();
-    let dir = temp_dir("line");
+    let dir = TempDir::new("redis-line");
     let servers: Vec<Server> = (0..PROCESSES).map(|_| serve(&redis, &dir)).collect();
     wait_connected(&servers, true);
     let mut clients: Vec<LineClient> = Vec::new();
     for s in &servers {
         for _ in 0..2 {
-            clients.push(LineClient::connect(s.line.unwrap()));
+            clients.push(LineClient::connect(s.line()));
         }
     }
     // Every server has accepted (and registered) its line clients before anything is sent.
     let end = Instant::now() + PATIENCE;
     for s in &servers {
-        while stat(s.http.unwrap(), "line") != "2" {
+        while stat(s.http(), "line") != "2" {
             assert!(Instant::now() < end, "line clients not accepted");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -364,19 +330,18 @@ fn line_broadcast_reaches_every_other_client_once_and_never_the_sender() {
             &expected,
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 #[ignore = "needs redis-server: run by .ci/run as `cargo test --test redis -- --ignored`"]
 fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
     let mut redis = Redis::start();
-    let dir = temp_dir("restart");
+    let dir = TempDir::new("redis-restart");
     let servers: Vec<Server> = (0..2).map(|_| serve(&redis, &dir)).collect();
     wait_connected(&servers, true);
-    let mut a1 = ws_connect(servers[0].http.unwrap());
-    let mut a2 = ws_connect(servers[0].http.unwrap());
-    let mut b1 = ws_connect(servers[1].http.unwrap());
+    let mut a1 = ws_connect(servers[0].http());
+    let mut a2 = ws_connect(servers[0].http());
+    let mut b1 = ws_connect(servers[1].http());
     let text = |t: &str| format!("{PREFIX}{t}");
 
     a1.send(Message::text("before")).unwrap();
@@ -395,7 +360,7 @@ fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
         &ws_collect(&mut b1, 0),
         &[],
     );
-    let a = servers[0].http.unwrap();
+    let a = servers[0].http();
     assert_eq!(stat(a, "redis_unrelayed"), "1", "{}", stats(a));
 
     redis.spawn();
@@ -410,7 +375,6 @@ fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
         log.contains("1 messages could not be relayed"),
         "the end of the outage is logged with the count:\n{log}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `GET /stats?all=1` from a `--workers` server, the body.
@@ -442,7 +406,7 @@ fn ws_per_worker(body: &str) -> Vec<u64> {
 fn three_workers_relay_every_ws_message_to_every_client_exactly_once() {
     const CLIENTS: usize = 30;
     let redis = Redis::start();
-    let dir = temp_dir("workers");
+    let dir = TempDir::new("redis-workers");
     let url = redis.url();
     let server = Server::start_with(
         &[
@@ -455,7 +419,7 @@ fn three_workers_relay_every_ws_message_to_every_client_exactly_once() {
             "--ws-ping",
             "0",
             "--upload-dir",
-            dir.to_str().unwrap(),
+            dir.arg(),
             "--redis",
             &url,
         ],
@@ -464,7 +428,7 @@ fn three_workers_relay_every_ws_message_to_every_client_exactly_once() {
             ..Options::default()
         },
     );
-    let addr = server.http.unwrap();
+    let addr = server.http();
     let mut clients: Vec<Ws> = (0..CLIENTS).map(|_| ws_connect(addr)).collect();
     // The kernel spreads connections over the workers by a hash of the 4-tuple: with 30
     // clients every worker gets some (all on two of three: probability ~1e-5). The shared
@@ -514,5 +478,4 @@ fn three_workers_relay_every_ws_message_to_every_client_exactly_once() {
         let got = ws_collect(ws, expected.len());
         assert_exactly_once(&format!("ws client {i}"), &got, &expected);
     }
-    let _ = std::fs::remove_dir_all(dir);
 }

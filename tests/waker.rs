@@ -2,14 +2,14 @@
 //! another thread wakes the loop (through its `Waker`) and becomes output to a connected
 //! client; `Handle::shutdown` from another thread makes `run()` return.
 
-mod common;
+mod support;
 
-use common::*;
 use readyloop::{Addr, Config, ConnId, ContextOf, EventLoop, Handle, Handler, ListenerId};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
+use support::*;
 
 /// Says `ready\n` to each new client and writes every message from other threads to all of
 /// them.

@@ -1,40 +1,28 @@
 //! WebSocket interop and conformance against the real `readyloop` binary: the `tungstenite`
-//! client for the happy paths and close handshakes, and a raw client (tests/common) for what a
+//! client for the happy paths and close handshakes, and a raw client (tests/support) for what a
 //! well-behaved client library refuses to send (bad frames, bad close codes, bad handshakes).
 
 #![cfg(all(feature = "cli", feature = "websocket"))]
 
-#[path = "ws_common/mod.rs"]
-mod common;
+mod support;
 
-use common::{http_head, upgrade_request, RawClient, Server};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::{http_head, timed_out, tungstenite_client, upgrade_request, RawClient, Server};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
 const MIB: usize = 1 << 20;
 
 fn serve() -> Server {
-    Server::start(&["--ws-ping", "0"])
+    Server::http_only(&["--ws-ping", "0"])
 }
 
 /// A tungstenite client on a blocking socket, with no size limits of its own (the server's
 /// limit is the one under test).
 fn connect(server: &Server, path: &str) -> WebSocket<TcpStream> {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let config = WebSocketConfig::default()
-        .max_message_size(None)
-        .max_frame_size(None);
-    let (ws, response) =
-        tungstenite::client::client_with_config(server.url(path), stream, Some(config))
-            .unwrap_or_else(|e| panic!("handshake on {path}: {e}"));
-    assert_eq!(response.status(), 101);
-    ws
+    tungstenite_client(server.http(), path, Duration::from_secs(30))
 }
 
 /// Reads the next data message, skipping control frames.
@@ -113,8 +101,8 @@ fn echo_over_the_limit_is_closed_with_1009() {
 /// The limit follows `--max-message`; fragments count together (§5.4).
 #[test]
 fn fragments_over_max_message_are_closed_with_1009() {
-    let server = Server::start(&["--ws-ping", "0", "--max-message", "1000"]);
-    let mut c = RawClient::connect(server.addr, "/echo");
+    let server = Server::http_only(&["--ws-ping", "0", "--max-message", "1000"]);
+    let mut c = RawClient::connect(server.http(), "/echo");
     c.send(true, 0x2, &[1; 1000]);
     assert_eq!(c.read_frame().unwrap().payload, vec![1; 1000]);
     c.send(false, 0x2, &[1; 600]);
@@ -128,7 +116,7 @@ fn fragments_over_max_message_are_closed_with_1009() {
 #[test]
 fn fragmented_message_with_ping_interleaved() {
     let server = serve();
-    let mut c = RawClient::connect(server.addr, "/echo");
+    let mut c = RawClient::connect(server.http(), "/echo");
     // "wörld" split inside the two-byte "ö": UTF-8 is checked across fragments.
     let word = "Hello, wörld 📢".as_bytes();
     c.send(false, 0x1, &word[..3]);
@@ -192,7 +180,7 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 /// Opens /echo, sends `wire`, expects a Close with `code` (or none), then TCP EOF.
 fn expect_failure(path: &str, wire: &[u8], code: Option<u16>) {
     let server = serve();
-    let mut c = RawClient::connect(server.addr, path);
+    let mut c = RawClient::connect(server.http(), path);
     c.send_raw(wire);
     assert_eq!(
         c.expect_close(),
@@ -312,7 +300,7 @@ fn fragments_out_of_order_get_1002() {
 #[test]
 fn ping_of_125_bytes_gets_its_pong() {
     let server = serve();
-    let mut c = RawClient::connect(server.addr, "/echo");
+    let mut c = RawClient::connect(server.http(), "/echo");
     let payload: Vec<u8> = (0..125).collect();
     c.send(true, 0x9, &payload);
     let pong = c.read_frame().unwrap();
@@ -323,32 +311,23 @@ fn ping_of_125_bytes_gets_its_pong() {
 #[test]
 fn frame_in_the_same_write_as_the_handshake() {
     let server = serve();
-    let mut s = TcpStream::connect(server.addr).unwrap();
+    let s = TcpStream::connect(server.http()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut wire = upgrade_request("/echo", "").into_bytes();
     wire.extend(RawClient::masked(true, 0x1, b"early"));
-    std::io::Write::write_all(&mut s, &wire).unwrap();
-    let head = common::read_head(&mut s);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = RawClient { stream: s };
+    // One write; the head is checked (`101`), and what follows it kept for the frame reader.
+    let mut c = RawClient::handshake(s, &wire);
     assert_eq!(c.read_frame().unwrap().payload, b"early");
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 #[test]
 fn handshake_accept_key_is_rfc_sample() {
     let server = serve();
-    let (status, head) = http_head(server.addr, &upgrade_request("/ws", ""));
-    assert_eq!(status, 101, "{head}");
+    let r = http_head(server.http(), &upgrade_request("/ws", ""));
+    assert_eq!(r.status, 101, "{}", r.head);
     // RFC 6455 §1.3's worked example.
     assert_eq!(
-        header(&head, "Sec-WebSocket-Accept"),
+        r.header("Sec-WebSocket-Accept"),
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
     );
 }
@@ -358,7 +337,7 @@ fn handshake_without_or_with_bad_key_is_400() {
     let server = serve();
     let no_key = "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                   Sec-WebSocket-Version: 13\r\n\r\n";
-    assert_eq!(http_head(server.addr, no_key).0, 400);
+    assert_eq!(http_head(server.http(), no_key).status, 400);
     for bad in [
         "",
         "not base64!!",
@@ -366,7 +345,7 @@ fn handshake_without_or_with_bad_key_is_400() {
         "dGhlIHNhbXBsZSBub25jZSBsb25nZXI=",
     ] {
         let req = no_key.replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Key: {bad}\r\n\r\n"));
-        assert_eq!(http_head(server.addr, &req).0, 400, "key {bad:?}");
+        assert_eq!(http_head(server.http(), &req).status, 400, "key {bad:?}");
     }
 }
 
@@ -374,39 +353,39 @@ fn handshake_without_or_with_bad_key_is_400() {
 fn handshake_version_12_is_426_naming_13() {
     let server = serve();
     let req = upgrade_request("/echo", "").replace("Version: 13", "Version: 12");
-    let (status, head) = http_head(server.addr, &req);
-    assert_eq!(status, 426, "{head}");
-    assert_eq!(header(&head, "Sec-WebSocket-Version"), Some("13"));
+    let r = http_head(server.http(), &req);
+    assert_eq!(r.status, 426, "{}", r.head);
+    assert_eq!(r.header("Sec-WebSocket-Version"), Some("13"));
 }
 
 #[test]
 fn plain_get_of_ws_is_426() {
     let server = serve();
     for path in ["/ws", "/echo"] {
-        let (status, head) = http_head(
-            server.addr,
+        let r = http_head(
+            server.http(),
             &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
         );
-        assert_eq!(status, 426, "{head}");
+        assert_eq!(r.status, 426, "{}", r.head);
     }
 }
 
 #[test]
 fn allowed_origin_is_enforced() {
-    let server = Server::start(&["--ws-ping", "0", "--allowed-origin", "http://a.example"]);
+    let server = Server::http_only(&["--ws-ping", "0", "--allowed-origin", "http://a.example"]);
     let other = upgrade_request("/ws", "Origin: http://evil.example\r\n");
-    assert_eq!(http_head(server.addr, &other).0, 403);
+    assert_eq!(http_head(server.http(), &other).status, 403);
     let none = upgrade_request("/ws", "");
-    assert_eq!(http_head(server.addr, &none).0, 403);
+    assert_eq!(http_head(server.http(), &none).status, 403);
     let good = upgrade_request("/ws", "Origin: http://a.example\r\n");
-    assert_eq!(http_head(server.addr, &good).0, 101);
+    assert_eq!(http_head(server.http(), &good).status, 101);
 }
 
 /// `--ws-ping 1`: a client that never answers is pinged, then dropped (1001) within ~3 s.
 #[test]
 fn ping_timeout_drops_a_silent_client() {
-    let server = Server::start(&["--ws-ping", "1"]);
-    let mut c = RawClient::connect(server.addr, "/echo");
+    let server = Server::http_only(&["--ws-ping", "1"]);
+    let mut c = RawClient::connect(server.http(), "/echo");
     let start = Instant::now();
     let mut pinged = false;
     let code = loop {
@@ -427,7 +406,7 @@ fn ping_timeout_drops_a_silent_client() {
 /// `--ws-ping 1`: tungstenite answers pings while reading, so it stays connected.
 #[test]
 fn ping_answered_keeps_the_client() {
-    let server = Server::start(&["--ws-ping", "1"]);
+    let server = Server::http_only(&["--ws-ping", "1"]);
     let mut ws = connect(&server, "/echo");
     ws.get_mut()
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -438,11 +417,7 @@ fn ping_answered_keeps_the_client() {
         match ws.read() {
             Ok(Message::Ping(_)) => pings += 1,
             Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(tungstenite::Error::Io(e)) if timed_out(&e) => {}
             Err(e) => panic!("dropped after {pings} pings: {e}"),
         }
     }
@@ -474,7 +449,7 @@ fn broadcast_reaches_sender_and_others() {
     for ws in [&mut a, &mut b] {
         assert_eq!(next_data(ws), Message::text("📢 새로운 알림: 안녕"));
     }
-    let custom = Server::start(&["--ws-ping", "0", "--broadcast-format", "<{}>"]);
+    let custom = Server::http_only(&["--ws-ping", "0", "--broadcast-format", "<{}>"]);
     let mut c = connect(&custom, "/ws");
     c.send(Message::text("hi")).unwrap();
     assert_eq!(next_data(&mut c), Message::text("<hi>"));
@@ -485,9 +460,9 @@ fn broadcast_reaches_sender_and_others() {
 /// included, gets all of it (regression: everyone was cut off with 1008).
 #[test]
 fn broadcast_burst_over_max_pending_cuts_off_nobody() {
-    let server = Server::start(&["--ws-ping", "0", "--ws-max-pending", "65536"]);
+    let server = Server::http_only(&["--ws-ping", "0", "--ws-max-pending", "65536"]);
     let mut clients: Vec<RawClient> = (0..3)
-        .map(|_| RawClient::connect(server.addr, "/ws"))
+        .map(|_| RawClient::connect(server.http(), "/ws"))
         .collect();
     let body = "b".repeat(1000);
     let mut burst = Vec::new();

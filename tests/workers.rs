@@ -3,15 +3,17 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
-mod common;
+mod support;
 
-use common::{connect, echo, wait_timeout, Server, BIN, IO_TIMEOUT};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::{
+    connect, echo, expect_eof, json_u64, line_reader, spawn_serve, wait_timeout, Client, Options,
+    Server, IO_TIMEOUT,
+};
 
 /// The worker pids of parent `pid` (its direct children, from /proc).
 fn children(pid: u32) -> BTreeSet<u32> {
@@ -47,50 +49,25 @@ fn alive(pid: u32) -> bool {
 
 /// One HTTP/1.1 request on a keep-alive connection; the body, or `None` if the connection
 /// was closed or reset.
-fn get(s: &mut TcpStream, path: &str) -> Option<String> {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+fn get(c: &mut Client, path: &str) -> Option<String> {
+    c.stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            assert!(head.starts_with("http/1.1 200"), "{head}");
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .expect("content-length")
-                .trim()
-                .parse()
-                .unwrap();
-            if buf.len() >= end + 4 + len {
-                return Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let r = c.try_response(false)?;
+    assert_eq!(r.status, 200, "{}", r.head);
+    r.header("content-length").expect("content-length");
+    Some(r.text())
 }
 
 /// The number after `"key": ` in a JSON text.
 fn field(json: &str, key: &str) -> u64 {
-    let at = json
-        .find(&format!("\"{key}\": "))
-        .unwrap_or_else(|| panic!("{key} in {json}"));
-    json[at + key.len() + 4..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
+    json_u64(json, key).unwrap_or_else(|| panic!("{key} in {json}"))
 }
 
 /// The pid of the worker that answers `/stats` on a new connection.
 fn stats_pid(http: SocketAddr) -> u32 {
-    let mut s = connect(http);
-    field(&get(&mut s, "/stats").expect("stats"), "pid") as u32
+    let mut c = Client::connect(http);
+    field(&get(&mut c, "/stats").expect("stats"), "pid") as u32
 }
 
 #[test]
@@ -105,7 +82,7 @@ fn three_workers_serve_line_and_http_on_one_port_each() {
     // HTTP: the kernel spreads new connections over the three workers' accept queues.
     let mut seen = BTreeSet::new();
     for _ in 0..60 {
-        seen.insert(stats_pid(server.http.unwrap()));
+        seen.insert(stats_pid(server.http()));
         if seen.len() == 3 {
             break;
         }
@@ -114,8 +91,8 @@ fn three_workers_serve_line_and_http_on_one_port_each() {
     // The summed view counts every worker (their slots are at most a second old).
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        let mut s = connect(server.http.unwrap());
-        let all = get(&mut s, "/stats?all=1").expect("stats?all=1");
+        let mut c = Client::connect(server.http());
+        let all = get(&mut c, "/stats?all=1").expect("stats?all=1");
         assert_eq!(field(&all, "workers"), 3, "{all}");
         let open_lines = field(&all, "line");
         if field(&all, "workers_live") == 3 && open_lines == 12 {
@@ -134,19 +111,19 @@ fn three_workers_serve_line_and_http_on_one_port_each() {
 
 #[test]
 fn a_killed_worker_loses_only_its_connections_and_is_restarted() {
-    let opts = common::Options {
+    let opts = Options {
         rust_log: Some("warn,readyloop::supervisor=info".into()),
         ..Default::default()
     };
     let server = Server::start_with(&["--workers", "3"], opts);
-    let http = server.http.unwrap();
+    let http = server.http();
     let workers = wait_children(server.pid(), 3, &BTreeSet::new());
     // Keep-alive connections that know which worker holds them.
-    let mut conns: Vec<(TcpStream, u32)> = (0..30)
+    let mut conns: Vec<(Client, u32)> = (0..30)
         .map(|_| {
-            let mut s = connect(http);
-            let pid = field(&get(&mut s, "/stats").unwrap(), "pid") as u32;
-            (s, pid)
+            let mut c = Client::connect(http);
+            let pid = field(&get(&mut c, "/stats").unwrap(), "pid") as u32;
+            (c, pid)
         })
         .collect();
     let mut lines: Vec<TcpStream> = (0..15).map(|_| connect(server.line())).collect();
@@ -218,16 +195,17 @@ fn a_killed_worker_loses_only_its_connections_and_is_restarted() {
 
 #[test]
 fn sigterm_drains_every_worker_and_the_parent_exits_0() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--workers", "3", "--http", "127.0.0.1:0"])
-        .args(["--line", "127.0.0.1:0", "--hello", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = common::line_reader(child.stdout.take().unwrap());
+    let mut child = spawn_serve(&[
+        "--workers",
+        "3",
+        "--http",
+        "127.0.0.1:0",
+        "--line",
+        "127.0.0.1:0",
+        "--hello",
+        "127.0.0.1:0",
+    ]);
+    let out = line_reader(child.stdout.take().unwrap());
     let mut listening = Vec::new();
     for _ in 0..3 {
         listening.push(out.recv_timeout(IO_TIMEOUT).expect("listening line"));
@@ -251,7 +229,7 @@ fn sigterm_drains_every_worker_and_the_parent_exits_0() {
     for pid in workers {
         assert!(!alive(pid), "worker {pid} outlived the parent");
     }
-    common::expect_eof(&mut idle);
+    expect_eof(&mut idle);
     // Exactly one `listening` line per listener, for the whole run.
     let rest: Vec<String> = std::iter::from_fn(|| out.recv_timeout(IO_TIMEOUT).ok()).collect();
     assert!(rest.is_empty(), "more stdout: {rest:?}");

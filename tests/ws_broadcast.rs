@@ -6,12 +6,11 @@
 
 #![cfg(all(feature = "cli", feature = "websocket"))]
 
-#[path = "ws_common/mod.rs"]
-mod common;
+mod support;
 
-use common::Server;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
+use support::{upgrade_request, RawClient, Server};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,17 +25,14 @@ const PREFIX: &str = "📢 새로운 알림: ";
 /// A client that connects and never reads: tiny receive buffer and MSS, so the server's
 /// kernel send buffer for it stays small too (Linux sizes it from the peer's MSS), and the
 /// server's own queue for it grows past `--ws-max-pending` after a few tens of KiB.
-fn slow_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+fn slow_client(addr: std::net::SocketAddr) -> RawClient {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(2048).unwrap();
     sock.set_tcp_mss(536).unwrap();
     sock.connect(&addr.into()).unwrap();
-    let mut s: std::net::TcpStream = sock.into();
+    let s: std::net::TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    std::io::Write::write_all(&mut s, common::upgrade_request("/ws", "").as_bytes()).unwrap();
-    let head = common::read_head(&mut s);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
+    RawClient::handshake(s, upgrade_request("/ws", "").as_bytes())
 }
 
 fn message(sender: usize, seq: usize) -> String {
@@ -51,15 +47,15 @@ fn thousand_clients_get_every_message_once_in_order_and_a_slow_one_is_cut_off() 
         after >= 2 * CLIENTS as u64 + 64,
         "RLIMIT_NOFILE {before} -> {after} is too low"
     );
-    let server = Server::start(&["--ws-ping", "0", "--ws-max-pending", "65536"]);
-    let addr = server.addr;
+    let server = Server::http_only(&["--ws-ping", "0", "--ws-max-pending", "65536"]);
+    let addr = server.http();
     let slow = slow_client(addr);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = server.url("/ws");
+    let url = server.ws_url("/ws");
     rt.block_on(async move {
         // Connect everyone first: a client whose handshake is done is registered for broadcasts.
         let mut conns = Vec::with_capacity(CLIENTS);
@@ -128,10 +124,10 @@ fn thousand_clients_get_every_message_once_in_order_and_a_slow_one_is_cut_off() 
     assert!(
         server.wait_log("closing slow consumer (1008)", Duration::from_secs(5)),
         "the non-reading client was not cut off; log:\n{}",
-        server.log()
+        server.stderr_text()
     );
     // Once it reads, it finds a prefix of the broadcast, the 1008 close, then the end.
-    let mut c = common::RawClient { stream: slow };
+    let mut c = slow;
     let mut frames = 0;
     let code = loop {
         let f = c.read_frame().expect("EOF before the close");

@@ -1,48 +1,41 @@
-//! Shared helpers of the integration tests: spawn the real `readyloop` binary on port 0,
-//! learn its addresses from the `listening <proto> <addr>` lines, and talk to it over real
-//! loopback sockets with every blocking call bounded by a timeout. This is the one place that
-//! starts `readyloop serve`: `tests/http_support` and `tests/ws_common` build on `Server` here.
+//! The one server spawner: `Server` runs the real `readyloop serve` with its listeners on
+//! port 0, waits (bounded) for one `listening <proto> <addr>` line per listener it turned on,
+//! collects the server's stderr (its log) in memory or in a file, and kills the process on
+//! drop, printing the tail of that log first when a test is failing. Its flavours are
+//! constructors: `start` (line, hello and, with the `http` feature, HTTP), `serve` (exactly the
+//! flags given) and `http_only` (HTTP alone, with an upload dir and log file of its own; the
+//! HTTP and WebSocket tests use it), each taking `Options` where needed.
 //!
-//! Nothing here may hang: reads and writes carry socket timeouts, waits for the child process
-//! poll `try_wait` against a deadline, and `Server` kills its process when dropped.
+//! Also the helpers for child processes that tests spawn themselves (`readyloop client`,
+//! `readyloop load`, or a `serve` whose raw stdout is what is tested).
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use super::{TempDir, BIN, STARTUP_TIMEOUT};
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The upper bound on any single blocking socket operation in the tests.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a starting server may take to print its `listening` lines: generous, because the
-/// HTTP tests start servers while others stream hundreds of MiB.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The real binary, built by cargo for the integration tests. It needs the `cli` feature;
-/// without it this is empty, and only the in-process tests (tests/waker.rs) run.
-pub const BIN: &str = match option_env!("CARGO_BIN_EXE_readyloop") {
-    Some(bin) => bin,
-    None => "",
-};
+/// How much of a server's log a failing test prints when the server is dropped.
+const LOG_TAIL_ON_PANIC: usize = 4000;
 
 /// A running `readyloop serve`, killed on drop.
 pub struct Server {
     pub child: Child,
-    pub http: Option<SocketAddr>,
-    pub line: Option<SocketAddr>,
-    pub hello: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    line: Option<SocketAddr>,
+    hello: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Where stderr goes instead of `stderr`, when `Options::stderr_file` asked for a file.
     stderr_file: Option<PathBuf>,
     stderr_done: Option<thread::JoinHandle<()>>,
+    /// The directory of an `http_only` server (its upload dir and log file); removed after the
+    /// process is killed.
+    root: Option<TempDir>,
 }
 
 /// How to start the server beyond its flags.
@@ -55,6 +48,27 @@ pub struct Options {
     /// Write the server's stderr to this file (created or truncated) instead of collecting it
     /// in memory; `stderr_text` reads it back.
     pub stderr_file: Option<PathBuf>,
+}
+
+/// `readyloop serve ARGS` with the tests' defaults: `RUST_LOG=warn` and stdin closed.
+fn serve_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `readyloop serve ARGS` as a bare child process, stdout piped and stderr discarded: for the
+/// tests of what `Server` hides (a start that binds nothing, or every line the process prints
+/// to stdout in its whole life).
+pub fn spawn_serve(args: &[&str]) -> Child {
+    serve_command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn readyloop serve")
 }
 
 impl Server {
@@ -74,14 +88,37 @@ impl Server {
         Server::serve(&args, opts)
     }
 
+    /// `readyloop serve` with only the HTTP listener, plus `extra` flags, in a fresh directory
+    /// of its own: `root/uploads` is the upload dir, `root/stderr.log` holds the log
+    /// (`RUST_LOG=readyloop=info`), and the directory goes when the server is dropped.
+    pub fn http_only(extra: &[&str]) -> Server {
+        Server::http_only_in(TempDir::new("http"), extra)
+    }
+
+    /// Like `http_only`, in `root`, whose `uploads` may already hold files.
+    pub fn http_only_in(root: TempDir, extra: &[&str]) -> Server {
+        let uploads = root.path().join("uploads");
+        let mut args = vec!["--http", "127.0.0.1:0", "--line", "off", "--hello", "off"];
+        args.extend(["--upload-dir", uploads.to_str().expect("UTF-8 temp dir")]);
+        args.extend_from_slice(extra);
+        let mut server = Server::serve(
+            &args,
+            Options {
+                rust_log: Some("readyloop=info".into()),
+                stderr_file: Some(root.path().join("stderr.log")),
+                ..Options::default()
+            },
+        );
+        server.root = Some(root);
+        server
+    }
+
     /// `readyloop serve ARGS` exactly: waits for one `listening` line per listener that `args`
     /// turns on (a listener counts when its flag is given with a value other than `off`).
     pub fn serve(serve_args: &[&str], opts: Options) -> Server {
-        let mut args = vec!["serve"];
-        args.extend_from_slice(serve_args);
         // Which listeners to expect: the last value given for each flag decides.
         let enabled = |flag: &str| {
-            let last = args
+            let last = serve_args
                 .windows(2)
                 .filter(|w| w[0] == flag)
                 .map(|w| w[1])
@@ -92,10 +129,8 @@ impl Server {
             .iter()
             .filter(|f| enabled(f))
             .count();
-        let mut cmd = Command::new(BIN);
-        cmd.args(&args)
-            .env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("warn"))
-            .stdin(Stdio::null())
+        let mut cmd = serve_command(serve_args);
+        cmd.env("RUST_LOG", opts.rust_log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped());
         match &opts.stderr_file {
             Some(path) => cmd.stderr(std::fs::File::create(path).expect("stderr file")),
@@ -139,6 +174,7 @@ impl Server {
             stderr,
             stderr_file: opts.stderr_file,
             stderr_done,
+            root: None,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         for _ in 0..expected {
@@ -146,7 +182,7 @@ impl Server {
             let line = match lines.recv_timeout(left) {
                 Ok(line) => line,
                 Err(_) => panic!(
-                    "no `listening` line from readyloop {args:?}; stderr:\n{}",
+                    "no `listening` line from readyloop serve {serve_args:?}; stderr:\n{}",
                     server.stderr_text()
                 ),
             };
@@ -166,6 +202,10 @@ impl Server {
         server
     }
 
+    pub fn http(&self) -> SocketAddr {
+        self.http.expect("http listener")
+    }
+
     pub fn line(&self) -> SocketAddr {
         self.line.expect("line listener")
     }
@@ -178,7 +218,17 @@ impl Server {
         self.child.id()
     }
 
-    /// What the server wrote to stderr so far.
+    /// The directory of an `http_only` server.
+    pub fn root(&self) -> &Path {
+        self.root.as_ref().expect("an http_only server").path()
+    }
+
+    /// The upload dir of an `http_only` server.
+    pub fn uploads(&self) -> PathBuf {
+        self.root().join("uploads")
+    }
+
+    /// What the server wrote to stderr (its log) so far.
     pub fn stderr_text(&self) -> String {
         match &self.stderr_file {
             Some(path) => {
@@ -186,6 +236,18 @@ impl Server {
             }
             None => String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
         }
+    }
+
+    /// Waits up to `within` for `needle` to appear in the log.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.stderr_text().contains(needle) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Sends `sig` to the server.
@@ -203,6 +265,17 @@ impl Server {
             let _ = h.join();
         }
         Some(status)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(within).unwrap_or_else(|| {
+            panic!(
+                "server did not exit within {within:?}\n{}",
+                self.stderr_text()
+            )
+        })
     }
 
     /// True while the process has not exited.
@@ -232,8 +305,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if thread::panicking() {
+            let log = self.stderr_text();
+            let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_ON_PANIC).collect();
+            eprintln!("--- server log (last {LOG_TAIL_ON_PANIC} lines at most) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("--- server exited: {status}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // `root` (if any) is removed after this, with the fields.
     }
 }
 
@@ -275,121 +360,4 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A blocking client socket with read and write timeouts.
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s
-}
-
-/// Reads exactly `n` bytes (panics on timeout or early EOF).
-pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
-    buf
-}
-
-/// Reads until EOF (panics on timeout or error).
-pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    s.read_to_end(&mut all)
-        .unwrap_or_else(|e| panic!("reading to EOF (got {} bytes): {e}", all.len()));
-    all
-}
-
-/// Asserts the next read is a clean EOF.
-pub fn expect_eof(s: &mut TcpStream) {
-    let mut buf = [0u8; 256];
-    match s.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected EOF, got {:?}", String::from_utf8_lossy(&buf[..n])),
-        Err(e) => panic!("expected EOF, got error {e}"),
-    }
-}
-
-/// Writes `line` and expects it echoed.
-pub fn echo(s: &mut TcpStream, line: &str) {
-    s.write_all(line.as_bytes()).unwrap();
-    let got = read_n(s, line.len());
-    assert_eq!(String::from_utf8_lossy(&got), line);
-}
-
-/// Which of `streams` are readable (data or EOF) within `limit`, via poll(2).
-pub fn readable(streams: &[&TcpStream], limit: Duration) -> Vec<bool> {
-    let mut fds: Vec<libc::pollfd> = streams
-        .iter()
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
-    let rc = unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            limit.as_millis() as libc::c_int,
-        )
-    };
-    assert!(rc >= 0, "poll: {}", io::Error::last_os_error());
-    fds.iter().map(|p| p.revents != 0).collect()
-}
-
-/// `n` bytes of numbered lines of `len` bytes each (the last may be shorter but is complete),
-/// so a lost, duplicated or reordered line shows up as a mismatch.
-pub fn numbered_lines(n: usize, len: usize) -> Vec<u8> {
-    assert!(len >= 12);
-    let mut out = Vec::with_capacity(n + len);
-    let mut i = 0u64;
-    while out.len() < n {
-        let line_len = len.min(n - out.len()).max(12);
-        let start = out.len();
-        write!(out, "{i:010}").unwrap();
-        while out.len() < start + line_len - 1 {
-            out.push(b'a' + (out.len() % 26) as u8);
-        }
-        out.push(b'\n');
-        i += 1;
-    }
-    out
-}
-
-/// Writes as much of `data` as the peer accepts without reading on our side: non-blocking
-/// writes until all is written or the socket has refused bytes for `stall`. Returns how many
-/// bytes were accepted (the stream is left blocking again).
-pub fn stuff(s: &mut TcpStream, data: &[u8], stall: Duration) -> usize {
-    s.set_nonblocking(true).unwrap();
-    let mut sent = 0;
-    let mut stalled_since: Option<Instant> = None;
-    while sent < data.len() {
-        match s.write(&data[sent..]) {
-            Ok(n) => {
-                sent += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= stall {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write after {sent} bytes: {e}"),
-        }
-    }
-    s.set_nonblocking(false).unwrap();
-    sent
-}
-
-/// Raises this process' soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
-    readyloop::runtime::sys::raise_nofile_limit()
-        .expect("raise RLIMIT_NOFILE")
-        .1
 }
