@@ -29,6 +29,8 @@ pub struct Server {
     http: Option<SocketAddr>,
     line: Option<SocketAddr>,
     hello: Option<SocketAddr>,
+    /// Listeners on Unix sockets: `(protocol, path)`.
+    unix: Vec<(String, PathBuf)>,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Where stderr goes instead of `stderr`, when `Options::stderr_file` asked for a file.
     stderr_file: Option<PathBuf>,
@@ -171,6 +173,7 @@ impl Server {
             http: None,
             line: None,
             hello: None,
+            unix: Vec::new(),
             stderr,
             stderr_file: opts.stderr_file,
             stderr_done,
@@ -189,7 +192,12 @@ impl Server {
             let mut words = line.split_whitespace();
             assert_eq!(words.next(), Some("listening"), "stdout line {line:?}");
             let proto = words.next().expect("protocol");
-            let addr: SocketAddr = words.next().expect("address").parse().expect("address");
+            let addr = words.next().expect("address");
+            if let Some(path) = addr.strip_prefix("unix:") {
+                server.unix.push((proto.to_string(), PathBuf::from(path)));
+                continue;
+            }
+            let addr: SocketAddr = addr.parse().expect("address");
             assert!(addr.ip().is_loopback(), "{addr}");
             assert_ne!(addr.port(), 0, "the real port is printed");
             match proto {
@@ -204,6 +212,15 @@ impl Server {
 
     pub fn http(&self) -> SocketAddr {
         self.http.expect("http listener")
+    }
+
+    /// The path of the Unix socket listener of `proto`.
+    pub fn unix(&self, proto: &str) -> PathBuf {
+        self.unix
+            .iter()
+            .find(|(p, _)| p == proto)
+            .map(|(_, path)| path.clone())
+            .unwrap_or_else(|| panic!("no {proto} listener on a Unix socket"))
     }
 
     pub fn line(&self) -> SocketAddr {
