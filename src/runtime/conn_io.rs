@@ -278,7 +278,13 @@ impl<H: Handler> ConnIo<'_, H> {
     /// Phase 6: flush every connection that queued output since the loop last slept.
     pub(crate) fn flush_all(&mut self) {
         let keys = std::mem::take(&mut self.core.flush_list);
-        for key in keys {
+        for (i, &key) in keys.iter().enumerate() {
+            // Past a shutdown's deadline nothing more is worth writing: stop, so the loop can
+            // end on time (checked every 64 connections).
+            if i % 64 == 63 && self.core.past_shutdown_deadline() {
+                self.core.flush_list.extend_from_slice(&keys[i..]);
+                break;
+            }
             let Some(c) = self.core.conns.get_mut(key) else {
                 continue;
             };

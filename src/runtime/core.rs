@@ -53,6 +53,8 @@ pub struct Core<M> {
     pub(crate) now: Instant,
     pub(crate) handle: Handle<M>,
     pub(crate) shutting_down: bool,
+    /// When a graceful shutdown gives up on what is left (`Config::shutdown_timeout`).
+    pub(crate) shutdown_deadline: Option<Instant>,
     pub(crate) registry: Registry,
     pub(crate) config: Config,
     pub(crate) timers: TimerWheel,
@@ -91,6 +93,7 @@ impl<M> Core<M> {
             now,
             handle,
             shutting_down: false,
+            shutdown_deadline: None,
             registry,
             timers: TimerWheel::new(now),
             flush_list: Vec::new(),
@@ -101,6 +104,12 @@ impl<M> Core<M> {
             spare: Vec::new(),
             config,
         }
+    }
+
+    /// True once a shutdown's deadline has passed (reads the clock: for the phases that may
+    /// run long, which check it as they go).
+    pub(crate) fn past_shutdown_deadline(&self) -> bool {
+        self.shutdown_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     pub(crate) fn who(&self, key: usize) -> Who<'_> {
@@ -215,6 +224,19 @@ impl<M> Core<M> {
         out.push_copy(bytes);
         self.schedule_flush(id.key);
         true
+    }
+
+    /// Drops `id`'s queued output that the socket has not started on (see
+    /// `OutQueue::discard_unstarted`); returns the bytes dropped.
+    pub(crate) fn discard_unsent(&mut self, id: ConnId) -> usize {
+        let dropped = match self.out_of(id) {
+            Some(out) => out.discard_unstarted(),
+            None => 0,
+        };
+        if dropped > 0 {
+            debug!("conn {}: dropped {dropped} unsent bytes", id.key);
+        }
+        dropped
     }
 
     pub(crate) fn close_gracefully(&mut self, id: ConnId) {

@@ -65,7 +65,6 @@ pub struct EventLoop<H: Handler> {
     acceptor: Acceptor,
     rx: mpsc::Receiver<Envelope<H::Message>>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    shutdown_deadline: Option<Instant>,
     stopped: bool,
 }
 
@@ -87,7 +86,6 @@ impl<H: Handler> EventLoop<H> {
             acceptor: Acceptor::default(),
             rx,
             signals: None,
-            shutdown_deadline: None,
             stopped: false,
         })
     }
@@ -220,7 +218,12 @@ impl<H: Handler> EventLoop<H> {
         self.core.now = Instant::now();
         // 3. Dispatch.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        for event in events.iter() {
+        for (i, event) in events.iter().enumerate() {
+            // A shutdown deadline is kept even inside a long batch (checked every 64 events:
+            // a clock read is cheap, but not free).
+            if i % 64 == 63 && self.core.past_shutdown_deadline() {
+                break;
+            }
             match event.token() {
                 WAKER => self.drain_messages(),
                 SIGNALS => self.read_signals(),
@@ -271,7 +274,7 @@ impl<H: Handler> EventLoop<H> {
         // 8. Shutdown progress.
         if self.core.shutting_down {
             let done = self.core.conns.is_empty() && !self.handler.has_pending_work();
-            let late = self.shutdown_deadline.is_some_and(|d| self.core.now >= d);
+            let late = self.core.past_shutdown_deadline();
             if done || late {
                 if !done {
                     warn!(
@@ -303,7 +306,7 @@ impl<H: Handler> EventLoop<H> {
         let deadline = [
             self.core.timers.next_deadline(),
             self.acceptor.retry_at(),
-            self.shutdown_deadline,
+            self.core.shutdown_deadline,
         ]
         .into_iter()
         .flatten()
@@ -345,7 +348,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         self.core.shutting_down = true;
-        self.shutdown_deadline = Some(self.core.now + self.core.config.shutdown_timeout);
+        self.core.shutdown_deadline = Some(self.core.now + self.core.config.shutdown_timeout);
         self.acceptor.close_all(self.poll.registry());
         self.with_context(|h, cx| h.on_shutdown(cx));
     }

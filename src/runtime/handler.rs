@@ -227,6 +227,14 @@ impl<'a, S, M> Context<'a, S, M> {
         self.core.get(id).map_or(0, |c| c.pending())
     }
 
+    /// Drops the output queued for `id` that the socket has not started on, keeping the chunk
+    /// it is part-way through, so what is queued next goes out right after it: a protocol cuts
+    /// a backlog this way to send a last word in time (a WebSocket close at shutdown).
+    /// Returns the bytes dropped.
+    pub fn discard_unsent(&mut self, id: ConnId) -> usize {
+        self.core.discard_unsent(id)
+    }
+
     /// Closes `id` once its queued output is flushed (then FIN, then a short lingering read
     /// so the peer gets everything before the socket goes). No more data is delivered for it.
     pub fn close(&mut self, id: ConnId) {

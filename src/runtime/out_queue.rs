@@ -187,6 +187,17 @@ impl OutQueue {
         }
     }
 
+    /// Drops every chunk the socket has not started on, keeping the one it is part-way through
+    /// (dropping part of it would corrupt the stream), and returns the bytes dropped. Protocols
+    /// queue whole messages as chunks, so what is left ends at a message boundary: a WebSocket
+    /// shutdown cuts a backlog this way and queues its close frame next.
+    pub fn discard_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.head_offset > 0).min(self.chunks.len());
+        let dropped: usize = self.chunks.drain(keep..).map(|c| c.as_bytes().len()).sum();
+        self.pending -= dropped;
+        dropped
+    }
+
     /// Drops everything queued (the peer is gone).
     pub fn clear(&mut self) {
         self.chunks.clear();
@@ -236,6 +247,27 @@ mod tests {
         q.push(Chunk::Shared(frame.clone()));
         assert_eq!(Rc::strong_count(&frame), 3);
         assert_eq!(gather(&q), b"aframeframe");
+    }
+
+    #[test]
+    fn discarding_keeps_only_the_chunk_under_way() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Static(b"first"));
+        q.push(Chunk::Static(b"second"));
+        q.push(Chunk::Static(b"third"));
+        assert_eq!(
+            q.discard_unstarted(),
+            16,
+            "nothing written yet: all of it goes"
+        );
+        assert!(q.is_empty());
+        q.push(Chunk::Static(b"first"));
+        q.push(Chunk::Static(b"second"));
+        q.advance(2);
+        assert_eq!(q.discard_unstarted(), 6);
+        assert_eq!(gather(&q), b"rst", "the chunk under way is finished");
+        q.push_copy(b"close");
+        assert_eq!(gather(&q), b"rstclose");
     }
 
     #[test]

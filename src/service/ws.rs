@@ -23,6 +23,7 @@ use crate::codec::ws::handshake;
 use crate::codec::ws::message::{Message, MessageDecoder, Role};
 use crate::runtime::{Chunk, CloseReason, ConnId, Context};
 use log::{debug, info, warn};
+use slab::Slab;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct WsConn {
     decoder: MessageDecoder,
     endpoint: Endpoint,
     phase: Phase,
+    /// Its key in `WsService::clients` while it receives broadcasts.
+    member: Option<usize>,
 }
 
 /// The WebSocket service: settings and the `/ws` audience.
@@ -67,8 +70,9 @@ pub struct WsService {
     max_pending: usize,
     broadcast_format: String,
     allowed_origins: Vec<String>,
-    /// Open `/ws` connections (broadcast recipients).
-    clients: Vec<ConnId>,
+    /// Open `/ws` connections (broadcast recipients). A slab, so a disconnect is O(1) however
+    /// many there are (a thousand clients leaving at once cost a thousand steps, not a million).
+    clients: Slab<ConnId>,
     /// Open WebSocket connections on any path.
     open: usize,
 }
@@ -82,7 +86,7 @@ impl WsService {
             max_pending: web.ws_max_pending,
             broadcast_format: web.broadcast_format.clone(),
             allowed_origins: web.allowed_origins.clone(),
-            clients: Vec::new(),
+            clients: Slab::new(),
             open: 0,
         }
     }
@@ -113,13 +117,17 @@ impl WsService {
         }
         cx.send(id, handshake::response(&handshake::accept_key(key)));
         self.open += 1;
-        match endpoint {
+        let member = match endpoint {
             Endpoint::Broadcast => {
-                self.clients.push(id);
+                let member = self.clients.insert(id);
                 info!(target: LOG, "conn {id}: WebSocket connected to /ws ({} connected)", self.clients.len());
+                Some(member)
             }
-            Endpoint::Echo => debug!(target: LOG, "conn {id}: WebSocket connected to /echo"),
-        }
+            Endpoint::Echo => {
+                debug!(target: LOG, "conn {id}: WebSocket connected to /echo");
+                None
+            }
+        };
         match self.ping {
             Some(every) => cx.set_timer(id, every),
             None => cx.cancel_timer(id),
@@ -128,6 +136,7 @@ impl WsService {
             decoder: MessageDecoder::with_max_message(Role::Server, self.max_message),
             endpoint,
             phase: Phase::Open,
+            member,
         }))
     }
 
@@ -196,7 +205,7 @@ impl WsService {
     pub fn deliver<S, M>(&self, cx: &mut Context<'_, S, M>, text: &str) {
         let formatted = self.broadcast_format.replace("{}", text);
         let shared: Rc<[u8]> = frame(OpCode::Text, formatted.as_bytes()).into();
-        for &client in &self.clients {
+        for (_, &client) in &self.clients {
             cx.send(client, Chunk::Shared(shared.clone()));
         }
         debug!(target: LOG, "broadcast {} bytes to {} clients", shared.len(), self.clients.len());
@@ -216,7 +225,9 @@ impl WsService {
             return;
         }
         warn!(target: LOG, "conn {id}: {pending} bytes the socket will not take, over {limit}: closing slow consumer (1008)");
-        self.clients.retain(|&c| c != id);
+        if let Some(member) = ws.member.take() {
+            self.clients.remove(member);
+        }
         close(cx, &mut ws.phase, Some(CloseCode::POLICY), "too slow");
     }
 
@@ -244,10 +255,16 @@ impl WsService {
         }
     }
 
-    /// Shutdown: tell the client we are going away (1001) and close after the flush.
+    /// Shutdown: tell the client we are going away (1001) and close after the flush. A backlog
+    /// of broadcasts would hold the close back past the shutdown deadline, so what the socket
+    /// has not started on is dropped and the close goes next.
     pub fn on_shutdown<S, M>(&mut self, cx: &mut Context<'_, S, M>, id: ConnId, ws: &mut WsConn) {
         if ws.phase != Phase::Closing {
             ws.phase = Phase::Closing;
+            let dropped = cx.discard_unsent(id);
+            if dropped > 0 {
+                debug!(target: LOG, "conn {id}: {dropped} unsent bytes dropped for the close");
+            }
             cx.send(
                 id,
                 close_frame(Some(CloseCode::GOING_AWAY), "server shutting down", None),
@@ -259,8 +276,10 @@ impl WsService {
     /// The connection is gone.
     pub fn on_close(&mut self, id: ConnId, ws: &WsConn, why: CloseReason) {
         self.open = self.open.saturating_sub(1);
+        if let Some(member) = ws.member {
+            self.clients.remove(member);
+        }
         if ws.endpoint == Endpoint::Broadcast {
-            self.clients.retain(|&c| c != id);
             info!(target: LOG, "conn {id}: WebSocket disconnected ({why:?}; {} connected)", self.clients.len());
         }
     }
