@@ -21,7 +21,7 @@ use self::uploads::{Flow, Start, TaskCounters, Upload, Uploads};
 use super::config::WebConfig;
 use crate::codec::http::query::query_param;
 use crate::codec::http::request::{BodyFraming, Event, Limits, Method, RequestHead, RequestParser};
-use crate::codec::http::response::{write_error, Response, CONTINUE};
+use crate::codec::http::response::{write_error, Persist, Response, CONTINUE};
 use crate::codec::http::HttpError;
 use crate::runtime::{CloseReason, ConnId, Context};
 use log::{debug, info};
@@ -54,6 +54,9 @@ pub struct Exchange {
 #[derive(Debug)]
 struct Request {
     keep_alive: bool,
+    /// An HTTP/1.0 request asked for keep-alive: the answer must say it is granted (a 1.0
+    /// client does not assume it, RFC 9112 §C.2.2).
+    announce_keep_alive: bool,
     head_only: bool,
     /// `Expect: 100-continue` with a body: a refusal is answered at once, before the body.
     continue_wanted: bool,
@@ -275,6 +278,7 @@ impl HttpService {
         let has_body = head.body != BodyFraming::None;
         let mut request = Request {
             keep_alive: head.keep_alive && !cx.shutting_down(),
+            announce_keep_alive: head.keep_alive && head.version_minor == 0,
             head_only: head.method == Method::Head,
             continue_wanted: head.expect_continue && has_body,
             answer: Answer::Delegated,
@@ -433,10 +437,15 @@ impl HttpService {
             return Next::Parse;
         };
         let close = !request.keep_alive || cx.shutting_down();
+        let persist = match (close, request.announce_keep_alive) {
+            (true, _) => Persist::Close,
+            (false, true) => Persist::KeepAlive,
+            (false, false) => Persist::Default,
+        };
         let mut out = Vec::new();
         match request.answer {
-            Answer::Respond(response) => response.write(&mut out, close, request.head_only),
-            Answer::Upload(up) => up.response().write(&mut out, close, false),
+            Answer::Respond(response) => response.write_to(&mut out, persist, request.head_only),
+            Answer::Upload(up) => up.response().write_to(&mut out, persist, false),
             Answer::Delegated => {
                 Response::text(500, "request not answered").write(&mut out, true, false)
             }
