@@ -46,6 +46,23 @@ fn upload(addr: SocketAddr, name: &str, data: &[u8]) -> Response {
     c.response()
 }
 
+/// A `multipart/form-data` upload of `text` as `filename` on a fresh connection; the answer.
+fn form_upload(addr: SocketAddr, filename: &str, text: &str) -> Response {
+    let body = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\r\n{text}\r\n--b--\r\n"
+    );
+    let mut c = Client::connect(addr);
+    c.send(
+        format!(
+            "POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.response()
+}
+
 /// Uploads and waits for the task to be done; its `GET /tasks/ID` JSON.
 fn upload_done(server: &Server, name: &str, data: &[u8]) -> (u64, String) {
     let task = task_id(&upload(server.http(), name, data));
@@ -180,17 +197,7 @@ fn an_upload_named_like_a_log_never_becomes_one() {
         "{json}"
     );
     // A form field works the same way.
-    let body = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"UPLOADS.JSONL\"\r\n\r\nform\r\n--b--\r\n";
-    let mut c = server.http_client();
-    c.send(
-        format!(
-            "POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let c_task = task_id(&c.response());
+    let c_task = task_id(&form_upload(server.http(), "UPLOADS.JSONL", "form"));
     let json = server.wait_task(c_task);
     assert!(json.contains("\"stored\": \"UPLOADS-1.JSONL\""), "{json}");
     assert_eq!(fs::read(dir.join("uploads-1.jsonl")).unwrap(), forged);
@@ -401,17 +408,7 @@ fn past_max_uploads_a_new_upload_gets_503_with_retry_after() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     // A multipart upload past the limit is refused too (after its body is read).
-    let body = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\nx\r\n--b--\r\n";
-    let mut c = server.http_client();
-    c.send(
-        format!(
-            "POST /upload-file HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let r = c.response();
+    let r = form_upload(server.http(), "f.bin", "x");
     assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
     // One finishes: there is room again.
     open[0].send(&data[50_000..]);

@@ -65,7 +65,7 @@ pub fn recover_dead_runs(dir: &UploadDir, locked: &mut Locked<'_>) -> io::Result
                 Ok(Settled::Failed) => done.failed += 1,
                 Err(e) => {
                     settled_all = false;
-                    log::warn!(target: LOG_TARGET, "task {task} of {}: left for the next start-up: {e}", run.path().display());
+                    log::warn!(target: LOG_TARGET, "task {task} of {}: left for the next start-up: {}", run.path().display(), escaped(&e.to_string()));
                 }
             }
             ended.insert(task);

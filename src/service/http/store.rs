@@ -536,7 +536,7 @@ impl TaskThread {
             }
             Err(e) => {
                 let reason = format!("create temporary file: {e}");
-                log::warn!(target: LOG_TARGET, "task {task} failed: {reason}");
+                log::warn!(target: LOG_TARGET, "task {task} failed: {}", escaped(&reason));
                 self.record_failure(task, &name, &original, 0, &reason);
                 let status = if is_descriptor_shortage(&e) {
                     TaskStatus::Unavailable(reason)
@@ -593,7 +593,7 @@ impl TaskThread {
         };
         if let Err((what, e)) = self.seal(&seal, file) {
             let reason = format!("{what}: {e}");
-            log::warn!(target: LOG_TARGET, "task {task} failed: {reason}");
+            log::warn!(target: LOG_TARGET, "task {task} failed: {}", escaped(&reason));
             self.record_failure(task, &seal.name, &seal.original, bytes, &reason);
             remove_quietly(&self.shared.run.seal(task));
             remove_quietly(&part);
@@ -625,7 +625,7 @@ impl TaskThread {
                 );
             }
             Err(reason) => {
-                log::warn!(target: LOG_TARGET, "task {task} failed after it was sealed: {reason}");
+                log::warn!(target: LOG_TARGET, "task {task} failed after it was sealed: {}", escaped(&reason));
                 self.notify(task, TaskStatus::Failed(reason));
             }
         }
@@ -734,7 +734,7 @@ impl TaskThread {
     /// Ends an upload whose body was still being written: recorded as failed, file removed.
     fn fail(&self, task: TaskId, upload: Writing, reason: String) {
         drop(upload.file);
-        log::warn!(target: LOG_TARGET, "task {task} failed after {} bytes: {reason}", upload.bytes);
+        log::warn!(target: LOG_TARGET, "task {task} failed after {} bytes: {}", upload.bytes, escaped(&reason));
         self.record_failure(task, &upload.name, &upload.original, upload.bytes, &reason);
         remove_quietly(&upload.part);
         self.notify(task, TaskStatus::Failed(reason));

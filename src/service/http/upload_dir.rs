@@ -236,9 +236,8 @@ impl UploadDir {
             let Some(name) = file_name.to_str() else {
                 continue;
             };
-            if !(name.starts_with(LEGACY_PREFIX) && name.ends_with(PART_EXT))
-                || !entry.file_type()?.is_file()
-            {
+            let legacy = name.starts_with(LEGACY_PREFIX) && name.ends_with(PART_EXT);
+            if !legacy || !entry.file_type()?.is_file() {
                 continue;
             }
             match fs::remove_file(entry.path()) {
