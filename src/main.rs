@@ -37,6 +37,7 @@ serve options:
   --upload-dir DIR           where uploads are saved         [./uploads]
   --task-threads N           background task threads         [1]
   --task-queue N             queued pieces per task thread   [256]
+  --max-uploads N            uploads in progress before 503  [256]
   --ws-ping SECS             ping idle WebSockets (0: off)   [30]
   --max-message BYTES        largest WebSocket message       [16777216]
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
@@ -201,6 +202,7 @@ fn serve(
             Long("upload-dir") => cfg.web.upload_dir = text(parser, f)?.into(),
             Long("task-threads") => cfg.web.task_threads = positive(parser, f)?,
             Long("task-queue") => cfg.web.task_queue = positive(parser, f)?,
+            Long("max-uploads") => cfg.web.max_uploads = positive(parser, f)?,
             Long("ws-ping") => {
                 let every = secs(parser, f)?;
                 cfg.web.ws_ping = (!every.is_zero()).then_some(every);

@@ -16,6 +16,13 @@ use std::time::Duration;
 /// the connection whose piece did not fit (TCP pushes back on the client).
 pub const DEFAULT_TASK_QUEUE: usize = 256;
 
+/// Default most uploads in progress at once (`--max-uploads`): 256. An upload is in progress
+/// from its start (the head of a raw upload, the `file` part of a form) until its task is done
+/// or failed, waiting to begin included. Each may hold one 64 KiB piece in the loop (16 MiB
+/// for all 256) and one descriptor for its file on a task thread. Past it a new upload gets
+/// `503` with `Retry-After`; below it none is refused for a busy task thread: its reads pause.
+pub const DEFAULT_MAX_UPLOADS: usize = 256;
+
 /// What the line listener does with a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineMode {
@@ -143,6 +150,8 @@ pub struct WebConfig {
     pub task_threads: usize,
     /// Queued task messages per thread (`--task-queue`, `DEFAULT_TASK_QUEUE`).
     pub task_queue: usize,
+    /// Uploads in progress past which a new one gets 503 (`--max-uploads`, `DEFAULT_MAX_UPLOADS`).
+    pub max_uploads: usize,
     /// Ping idle WebSocket clients this often, and drop them if no pong came by the next
     /// ping (`--ws-ping`, 30 s; `None` disables).
     pub ws_ping: Option<Duration>,
@@ -165,6 +174,7 @@ impl Default for WebConfig {
             upload_dir: "uploads".into(),
             task_threads: 1,
             task_queue: DEFAULT_TASK_QUEUE,
+            max_uploads: DEFAULT_MAX_UPLOADS,
             ws_ping: Some(Duration::from_secs(30)),
             max_message: 16 << 20,
             ws_max_pending: 4 << 20,

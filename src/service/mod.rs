@@ -440,10 +440,11 @@ impl Handler for Server {
         }
     }
 
-    fn on_message(&mut self, _cx: &mut Cx<'_>, msg: Message) {
+    #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+    fn on_message(&mut self, cx: &mut Cx<'_>, msg: Message) {
         match msg {
             #[cfg(feature = "http")]
-            Message::Task(update) => self.http.task_update(update),
+            Message::Task(update) => self.http.task_update(cx, update),
         }
     }
 

@@ -12,7 +12,8 @@
 //! The head itself is parsed by httparse; this file adds what RFC 9112 asks of
 //! a server on top: message body framing (§6), chunked decoding (§7), the
 //! keep-alive rules (§9.3), `Expect: 100-continue` (RFC 9110 §10.1.1), the
-//! `Host` rule (§3.2) and the fields a WebSocket handshake needs (RFC 6455 §4.2.1).
+//! `Host` rule (§3.2), absolute-form targets (§3.2.2) and the fields a
+//! WebSocket handshake needs (RFC 6455 §4.2.1).
 //!
 //! Every parse error is final: the bytes after a malformed message cannot be
 //! trusted to start a new one, so the caller answers with the error's status
@@ -141,7 +142,9 @@ pub enum BodyFraming {
 pub struct RequestHead {
     /// The request method.
     pub method: Method,
-    /// The request target up to `?`, as sent (not percent-decoded).
+    /// The request target up to `?`, as sent (not percent-decoded). For an
+    /// absolute-form target (`http://host/p`) this is the path after the
+    /// authority (`/p`; `/` when there is none).
     pub path: String,
     /// What follows the first `?`, if there is one.
     pub query: Option<String>,
@@ -158,7 +161,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// `Content-Type`, trimmed.
     pub content_type: Option<String>,
-    /// `Host`, trimmed.
+    /// `Host`, trimmed; for an absolute-form target, its authority instead
+    /// (RFC 9112 §3.2.2: the server uses it and ignores the `Host` field).
     pub host: Option<String>,
     /// `Upgrade` lists the token `websocket` (case-insensitive).
     pub upgrade_websocket: bool,
@@ -644,12 +648,41 @@ impl TransferCodings {
     }
 }
 
+/// Splits an absolute-form target (RFC 9112 §3.2.2), `http://host:port/p?q`
+/// or `https://…` with the scheme in any case, into its authority and the rest
+/// (`/p?q`, or `/` when nothing follows the authority). Any other target comes
+/// back unchanged, without an authority. An `http` URI must name a host (RFC
+/// 9110 §4.2.1), and userinfo (`user@host`) in one is an error (§4.2.4): 400.
+fn split_absolute_form(target: &str) -> Result<(Option<&str>, String), HttpError> {
+    let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix
+            .eq_ignore_ascii_case(scheme)
+            .then(|| target.get(scheme.len()..))
+            .flatten()
+    });
+    let Some(rest) = after_scheme else {
+        return Ok((None, target.to_owned()));
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("invalid authority in the request target"));
+    }
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    Ok((Some(authority), path))
+}
+
 fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<RequestHead, HttpError> {
     let method = Method::from_token(req.method.unwrap_or_default());
-    let target = req.path.unwrap_or_default();
+    let (authority, target) = split_absolute_form(req.path.unwrap_or_default())?;
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-        None => (target.to_owned(), None),
+        None => (target, None),
     };
     let version_minor = req.version.unwrap_or(1);
     let mut head = RequestHead {
@@ -706,7 +739,11 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Reques
         }
     }
     if version_minor >= 1 && limits.require_host && head.host.is_none() {
+        // Required even with an absolute-form target (RFC 9112 §3.2).
         return Err(bad("missing Host"));
+    }
+    if let Some(authority) = authority {
+        head.host = Some(authority.to_owned());
     }
     head.keep_alive = !conn_close && (version_minor >= 1 || conn_keep_alive);
     head.body = body_framing(&codings, content_length, version_minor, limits)?;
@@ -923,6 +960,9 @@ mod tests {
         te_in_http10: b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" => 400;
         expect_other: b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n" => 417;
         duplicate_host: b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" => 400;
+        absolute_form_without_host: b"GET http:///healthz HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
+        absolute_form_with_userinfo: b"GET http://me@a/healthz HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
+        absolute_form_authority_only_empty: b"GET https:// HTTP/1.1\r\nHost: a\r\n\r\n" => 400;
         duplicate_ws_key: b"GET / HTTP/1.1\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Key: b\r\n\r\n" => 400;
         chunk_size_empty: b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n" => 400;
         chunk_size_not_hex: b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n" => 400;
@@ -1058,6 +1098,53 @@ mod tests {
         assert_eq!(h.body, BodyFraming::None);
         assert_eq!(h.host.as_deref(), Some("example"));
         assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        // (target, path, query, host): the authority wins over the Host field.
+        for (target, path, query, host) in [
+            (
+                "http://example.com/healthz?x=1",
+                "/healthz",
+                Some("x=1"),
+                "example.com",
+            ),
+            (
+                "HTTP://127.0.0.1:8000/tasks/7",
+                "/tasks/7",
+                None,
+                "127.0.0.1:8000",
+            ),
+            ("https://[::1]:8443/", "/", None, "[::1]:8443"),
+            ("http://h", "/", None, "h"),
+            ("http://h?q", "/", Some("q"), "h"),
+            ("/plain?http://x", "/plain", Some("http://x"), "other"),
+            ("httpx://h/p", "httpx://h/p", None, "other"),
+        ] {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: other\r\n\r\n");
+            let head = single_head(req.as_bytes());
+            assert_eq!(
+                (
+                    head.path.as_str(),
+                    head.query.as_deref(),
+                    head.host.as_deref()
+                ),
+                (path, query, Some(host)),
+                "{target}"
+            );
+        }
+        // Host is still required in HTTP/1.1, and optional in 1.0.
+        let no_host = b"GET http://h/ HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            run_limits(Limits::default(), no_host).unwrap_err().status,
+            400
+        );
+        let head = single_head(b"GET http://h/x HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            (head.path.as_str(), head.host.as_deref()),
+            ("/x", Some("h"))
+        );
     }
 
     #[test]

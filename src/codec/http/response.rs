@@ -4,8 +4,8 @@
 //! format, so a handler writes a whole response with one call chain and the
 //! loop flushes it later. [`ResponseWriter`] writes as it goes (no allocation
 //! of its own) and adds the fields every response needs: `Content-Length`
-//! (except where RFC 9110 forbids it), `Connection: close` when asked, and the
-//! blank line. [`Response`] is a whole response prepared before it is written
+//! (except where RFC 9110 forbids it), the `Connection` field that [`Persist`]
+//! asks for, and the blank line. [`Response`] is a whole response prepared before it is written
 //! (at the head of a request, answered once its body has been read).
 
 use super::request::HttpError;
@@ -44,6 +44,30 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "",
+    }
+}
+
+/// What a response says about its connection (RFC 9112 §9.3, §9.6, §C.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// Nothing: an HTTP/1.1 connection persists unless told otherwise.
+    Default,
+    /// `Connection: keep-alive`: an HTTP/1.0 request that asked to keep the connection is told
+    /// it may. A 1.0 client assumes the server closes unless it says so, and would not reuse
+    /// the connection.
+    KeepAlive,
+    /// `Connection: close`: the server closes once this response is flushed.
+    Close,
+}
+
+impl From<bool> for Persist {
+    /// `true` (close) is `Close`, `false` is `Default`.
+    fn from(close: bool) -> Persist {
+        if close {
+            Persist::Close
+        } else {
+            Persist::Default
+        }
     }
 }
 
@@ -105,10 +129,15 @@ impl<'o> ResponseWriter<'o> {
     /// Adds `Connection: close` when `close` is true: the caller closes the
     /// connection once this response is flushed.
     pub fn close(self, close: bool) -> Self {
-        if close {
-            self.header("Connection", "close")
-        } else {
-            self
+        self.persist(close.into())
+    }
+
+    /// Adds the `Connection` field `persist` asks for, if any.
+    pub fn persist(self, persist: Persist) -> Self {
+        match persist {
+            Persist::Default => self,
+            Persist::KeepAlive => self.header("Connection", "keep-alive"),
+            Persist::Close => self.header("Connection", "close"),
         }
     }
 
@@ -196,11 +225,17 @@ impl Response {
     /// Appends the response to `out`, with `Connection: close` when `close`, and without
     /// its body for a `HEAD` request.
     pub fn write(&self, out: &mut Vec<u8>, close: bool, head_only: bool) {
+        self.write_to(out, close.into(), head_only);
+    }
+
+    /// Appends the response to `out` with the `Connection` field `persist` asks for, and
+    /// without its body for a `HEAD` request.
+    pub fn write_to(&self, out: &mut Vec<u8>, persist: Persist, head_only: bool) {
         let mut w = ResponseWriter::new(out, self.status).content_type(self.content_type);
         for (name, value) in &self.headers {
             w = w.header(name, value);
         }
-        w.close(close).head_only(head_only).body(&self.body);
+        w.persist(persist).head_only(head_only).body(&self.body);
     }
 }
 
@@ -341,6 +376,11 @@ mod tests {
             => "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n";
         close: |out| ResponseWriter::new(&mut out, 404).close(true).body(b"")
             => "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        keep_alive_for_http_1_0: |out| Response::text(200, "ok").write_to(&mut out, Persist::KeepAlive, false)
+            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: keep-alive\r\n\
+                Content-Length: 3\r\n\r\nok\n";
+        persist_default_says_nothing: |out| Response::text(200, "ok").write_to(&mut out, Persist::Default, true)
+            => "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\r\n";
         no_content_has_no_length: |out| ResponseWriter::new(&mut out, 204).body(b"")
             => "HTTP/1.1 204 No Content\r\n\r\n";
         switching_protocols: |out| ResponseWriter::new(&mut out, 101)

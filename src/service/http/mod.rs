@@ -5,7 +5,9 @@
 //! per-connection request state (`HttpConn`: nothing between requests, so an idle keep-alive
 //! connection costs a null pointer), the timers of a request (the header deadline against
 //! slowloris, the keep-alive timeout), and `uploads.rs` (`POST /upload-file`: the body goes to
-//! a task thread, `202` as soon as it is all in).
+//! a task thread, `202` once it is all in and safe on disk). The files below it: `store.rs`
+//! (the task threads), `upload_dir.rs` (the upload dir's layout and locks), `recovery.rs`
+//! (what a crashed run left, settled at start-up).
 //!
 //! The routing table is here, whole. Two routes are answered by the dispatcher because their
 //! answer needs another service: `/stats` (every service's counters) and the WebSocket
@@ -13,15 +15,17 @@
 //! with `Progress::Delegate`; the dispatcher answers through `answer` or takes the connection
 //! over, and calls `on_data` again with the rest of the bytes.
 
+mod recovery;
 mod store;
+mod upload_dir;
 pub mod uploads;
 
-pub use self::store::{TaskId, TaskStatus, TaskUpdate, UploadStore};
+pub use self::store::{PastTask, TaskId, TaskStatus, TaskUpdate, TryLater, UploadStore};
 use self::uploads::{Flow, Start, TaskCounters, Upload, Uploads};
 use super::config::WebConfig;
 use crate::codec::http::query::query_param;
 use crate::codec::http::request::{BodyFraming, Event, Limits, Method, RequestHead, RequestParser};
-use crate::codec::http::response::{write_error, Response, CONTINUE};
+use crate::codec::http::response::{write_error, Persist, Response, CONTINUE};
 use crate::codec::http::HttpError;
 use crate::runtime::{CloseReason, ConnId, Context};
 use log::{debug, info};
@@ -31,6 +35,9 @@ const LOG: &str = "readyloop::http";
 
 /// When a task queue is full, try again after this long (one timer tick).
 const STALL_RETRY: Duration = Duration::from_millis(10);
+/// An upload waiting for its verdict (the body sealed on disk) is woken by the task thread's
+/// report; this slow poll is only a safety net: 1 s. A slow disk never times such a request out.
+const VERDICT_POLL: Duration = Duration::from_secs(1);
 /// A request body must bring this many bytes (1 KiB) per `--header-timeout` to keep its
 /// connection: at the default 10 s, at least ~100 bytes/s.
 const MIN_BODY_PROGRESS: usize = 1024;
@@ -54,6 +61,9 @@ pub struct Exchange {
 #[derive(Debug)]
 struct Request {
     keep_alive: bool,
+    /// An HTTP/1.0 request asked for keep-alive: the answer must say it is granted (a 1.0
+    /// client does not assume it, RFC 9112 §C.2.2).
+    announce_keep_alive: bool,
     head_only: bool,
     /// `Expect: 100-continue` with a body: a refusal is answered at once, before the body.
     continue_wanted: bool,
@@ -135,6 +145,7 @@ pub struct HttpService {
 
 impl HttpService {
     /// A service with `web`'s limits, handing uploads to `store` (`None`: uploads get 503).
+    /// With a store, `GET /tasks/ID` also answers for the recent tasks of earlier runs.
     pub fn new(web: &WebConfig, store: Option<UploadStore>) -> HttpService {
         HttpService {
             limits: Limits {
@@ -143,7 +154,7 @@ impl HttpService {
             },
             header_timeout: web.header_timeout,
             keepalive_timeout: web.keepalive_timeout,
-            uploads: Uploads::new(store),
+            uploads: Uploads::new(store, web.max_uploads),
         }
     }
 
@@ -152,9 +163,12 @@ impl HttpService {
         self.uploads.counters()
     }
 
-    /// A task thread's report.
-    pub fn task_update(&mut self, update: TaskUpdate) {
-        self.uploads.update(update);
+    /// A task thread's report. When it is the verdict an upload's answer waits for, that
+    /// connection's timer is set to fire at once: `on_timer` answers it.
+    pub fn task_update<S, M>(&mut self, cx: &mut Context<'_, S, M>, update: TaskUpdate) {
+        if let Some(id) = self.uploads.update(update) {
+            cx.set_timer(id, Duration::ZERO);
+        }
     }
 
     /// Stops the task threads once the loop has ended (they have drained by then unless the
@@ -188,7 +202,7 @@ impl HttpService {
                 body_progress: 0,
             })
         });
-        if ex.upload().is_some_and(|up| up.is_stalled()) {
+        if ex.upload().is_some_and(|up| up.waits()) {
             // Paused: these bytes wait in the loop's buffer until the task thread catches up.
             return Progress::Used(0);
         }
@@ -251,7 +265,7 @@ impl HttpService {
         let id = cx.id();
         debug!(target: LOG, "conn {id}: {} {}", e.status, e.reason);
         if let Some(up) = ex.upload() {
-            up.abort(&self.uploads);
+            up.abort(&mut self.uploads);
         }
         ex.request = None;
         let mut out = Vec::new();
@@ -275,6 +289,7 @@ impl HttpService {
         let has_body = head.body != BodyFraming::None;
         let mut request = Request {
             keep_alive: head.keep_alive && !cx.shutting_down(),
+            announce_keep_alive: head.keep_alive && head.version_minor == 0,
             head_only: head.method == Method::Head,
             continue_wanted: head.expect_continue && has_body,
             answer: Answer::Delegated,
@@ -288,7 +303,13 @@ impl HttpService {
                 if request.continue_wanted {
                     cx.send(id, CONTINUE);
                 }
+                let starting = up.waits();
                 request.answer = Answer::Upload(up);
+                if starting {
+                    // Admitted, but its task cannot begin yet: the body waits in the socket.
+                    ex.request = Some(request);
+                    return self.pause(cx);
+                }
                 None
             }
             Route::Upload(Start::Refuse(response)) => {
@@ -296,7 +317,7 @@ impl HttpService {
                 None
             }
             Route::Upload(Start::RefuseNow(response)) if has_body => {
-                // Not worth reading a body we refuse anyway (the task queue is full).
+                // Not worth reading a body we refuse anyway (too many uploads in progress).
                 let mut out = Vec::new();
                 response.write(&mut out, true, false);
                 cx.send(id, out);
@@ -406,23 +427,37 @@ impl HttpService {
         // A body nobody asked for is read and dropped.
         match ex.upload().map(|up| up.on_body(&mut self.uploads, bytes)) {
             Some(Flow::Pause) => self.pause(cx),
+            Some(Flow::Wait(task)) => self.wait_for_verdict(cx, task),
             _ => Next::Parse,
         }
     }
 
     fn on_end<S, M>(&mut self, cx: &mut Context<'_, S, M>, ex: &mut Exchange) -> Next {
-        if let Some(Flow::Pause) = ex.upload().map(|up| up.on_end(&mut self.uploads)) {
-            return self.pause(cx);
+        match ex.upload().map(|up| up.on_end(&mut self.uploads)) {
+            Some(Flow::Pause) => self.pause(cx),
+            Some(Flow::Wait(task)) => self.wait_for_verdict(cx, task),
+            _ => self.respond(cx, ex),
         }
-        self.respond(cx, ex)
     }
 
-    /// An upload's task queue is full: stop reading and try again shortly.
+    /// An upload's task queue is full (or its task cannot begin yet): stop reading and try
+    /// again shortly.
     fn pause<S, M>(&mut self, cx: &mut Context<'_, S, M>) -> Next {
         let id = cx.id();
         debug!(target: LOG, "conn {id}: task queue full, pausing reads");
         cx.pause_reading(id);
         cx.set_timer(id, STALL_RETRY);
+        Next::Pause
+    }
+
+    /// The body is with the task thread: stop reading (a pipelined request waits its turn)
+    /// until `task_update` brings the verdict.
+    fn wait_for_verdict<S, M>(&mut self, cx: &mut Context<'_, S, M>, task: TaskId) -> Next {
+        let id = cx.id();
+        debug!(target: LOG, "conn {id}: body complete, waiting for task {task} to seal it");
+        self.uploads.await_verdict(task, id);
+        cx.pause_reading(id);
+        cx.set_timer(id, VERDICT_POLL);
         Next::Pause
     }
 
@@ -433,10 +468,15 @@ impl HttpService {
             return Next::Parse;
         };
         let close = !request.keep_alive || cx.shutting_down();
+        let persist = match (close, request.announce_keep_alive) {
+            (true, _) => Persist::Close,
+            (false, true) => Persist::KeepAlive,
+            (false, false) => Persist::Default,
+        };
         let mut out = Vec::new();
         match request.answer {
-            Answer::Respond(response) => response.write(&mut out, close, request.head_only),
-            Answer::Upload(up) => up.response().write(&mut out, close, false),
+            Answer::Respond(response) => response.write_to(&mut out, persist, request.head_only),
+            Answer::Upload(up) => up.into_response().write_to(&mut out, persist, false),
             Answer::Delegated => {
                 Response::text(500, "request not answered").write(&mut out, true, false)
             }
@@ -450,7 +490,8 @@ impl HttpService {
     }
 
     /// The connection's deadline passed: the keep-alive timeout between requests, the request
-    /// deadline (408), or the retry of a stalled upload.
+    /// deadline (408), the retry of a stalled or starting upload, or the verdict (or its slow
+    /// poll) of a sealing one.
     pub fn on_timer<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = conn else {
@@ -458,26 +499,35 @@ impl HttpService {
             cx.close(id);
             return;
         };
-        let Some(up) = ex.upload().filter(|up| up.is_stalled()) else {
+        let Some(up) = ex.upload().filter(|up| up.waits()) else {
             info!(target: LOG, "conn {id}: request timed out");
             self.fail_request(cx, ex, &HttpError::new(408, "request timed out"));
             return;
         };
-        if up.retry(&mut self.uploads) == Flow::Pause {
-            cx.set_timer(id, STALL_RETRY);
-            return;
+        match up.retry(&mut self.uploads) {
+            Flow::Pause => {
+                cx.set_timer(id, STALL_RETRY);
+                return;
+            }
+            Flow::Wait(task) => {
+                self.wait_for_verdict(cx, task);
+                return;
+            }
+            Flow::Go => {}
         }
-        if matches!(up, Upload::Complete(_)) {
+        if up.is_decided() {
             // The body had ended: answer now.
             if let Next::Closed = self.respond(cx, ex) {
                 return;
             }
         }
-        debug!(target: LOG, "conn {id}: task thread caught up, resuming reads");
+        debug!(target: LOG, "conn {id}: upload moved on, resuming reads");
         cx.set_timer(id, self.header_timeout);
         cx.resume_reading(id);
-        // Any bytes kept while paused are offered again by the loop.
-        self.settle(cx, conn, false);
+        // Parse on from where the pause stopped: the end of a body needs no bytes and may be
+        // due now, and an idle connection settles under its keep-alive timeout. Bytes kept
+        // while paused are offered again by the loop afterwards.
+        let _ = self.on_data(cx, conn, &[]);
     }
 
     /// Graceful shutdown reached this connection. A request whose head is complete is
@@ -510,22 +560,22 @@ impl HttpService {
         let id = cx.id();
         if let Some(up) = conn.as_mut().and_then(|ex| ex.upload()) {
             debug!(target: LOG, "conn {id}: client left mid-upload");
-            up.abort(&self.uploads);
+            up.abort(&mut self.uploads);
         }
         cx.close(id);
     }
 
     /// The connection is gone.
     pub fn on_close(&mut self, id: ConnId, conn: HttpConn, why: CloseReason) {
-        if let Some(up) = conn
-            .and_then(|mut ex| ex.request.take())
-            .and_then(|r| match r.answer {
-                Answer::Upload(up) => Some(up),
-                _ => None,
-            })
+        if let Some(mut up) =
+            conn.and_then(|mut ex| ex.request.take())
+                .and_then(|r| match r.answer {
+                    Answer::Upload(up) => Some(up),
+                    _ => None,
+                })
         {
             debug!(target: LOG, "conn {id}: closed mid-upload ({why:?})");
-            up.abort(&self.uploads);
+            up.abort(&mut self.uploads);
         }
     }
 }

@@ -1,58 +1,67 @@
 //! Background storage of uploaded files. The event loop must never block, so it never touches
 //! the disk: it hands each upload's body, chunk by chunk as the chunks arrive, to one of a few
-//! task threads, and learns how the upload ended through a `notify` callback (which the loop
-//! turns into a channel message plus a `mio::Waker` wake-up). A task thread writes the chunks to a
-//! temporary file `.upload-PID-TASK.part` in the upload dir while hashing them (SHA-256); when
-//! the body is complete it fsyncs the file, gives it its final name without ever replacing an
-//! existing file (`link(2)` to `name.ext`, `name-1.ext`, `name-2.ext`... then `unlink` of the
-//! temporary name, then an fsync of the dir), and only then appends one JSON line to
-//! `uploads.jsonl` and fsyncs that. So a line in `uploads.jsonl` always names a file that is
-//! fully on disk; any error fails the task with its text, and leaves neither file nor line.
+//! task threads, and learns how the upload went through a `notify` callback (which the loop
+//! turns into a channel message plus a `mio::Waker` wake-up). `upload_dir.rs` has the layout of
+//! the dir and its formats; `recovery.rs` settles what a dead run left.
+//!
+//! One task on its task thread, step by step, with what a crash after each step leaves:
+//!
+//! | step | on disk | after a crash here |
+//! |---|---|---|
+//! | `begin` | `RUN/T.part` created (before any `202` can be sent, so a lack of descriptors is a `503`, not a failure after the promise) | failed: interrupted |
+//! | each chunk | appended to `T.part`, hashed (SHA-256) | failed: interrupted |
+//! | `finish` | `T.part` fsynced, `T.sealed` written and fsynced, the run dir fsynced: **sealed**, `notify(Sealed)`, and only now does the loop answer `202` | stored by recovery |
+//! | store | `T.part` linked under a free name (`link(2)` never replaces: `name.ext`, `name-1.ext`...), the dir fsynced | stored by recovery (it finds the link) |
+//! | log | one line appended to `uploads.jsonl` and fsynced: **done**, `notify(Done)` | done |
+//! | clean up | `T.part`, then `T.sealed` removed | done |
+//!
+//! So a `202` promises that the whole body is on disk and that the task ends `done` (even
+//! across a crash) unless storing it fails afterwards, which the task then reports with its
+//! reason; any failure is recorded in `uploads-failed.jsonl` (before the task's files go), so
+//! `GET /tasks/ID` can say what became of a task after a restart too. A line in either log is
+//! the task's final word. Nothing after the seal opens a new descriptor: the dir and both logs
+//! are opened once at start-up.
 //!
 //! Life of one upload, as the loop sees it:
 //! 1. [`UploadStore::begin`] → a [`TaskId`] (status `Queued`, which the loop records itself).
 //!    The task is pinned to task thread `task % threads`, so its messages stay in order.
 //! 2. [`UploadStore::write`] for each chunk of the body, as it arrives.
-//! 3. [`UploadStore::finish`] when the body is complete (the HTTP layer answers `202` now), or
-//!    [`UploadStore::abort`] when the client went away first.
-//! 4. `notify` reports `Running` once the task thread has started on the task (its temporary file
-//!    exists), then `Done` or `Failed`.
+//! 3. [`UploadStore::finish`] when the body is complete, or [`UploadStore::abort`] when the
+//!    client went away first.
+//! 4. `notify` reports `Running` once the task thread has created the task's file, `Sealed`
+//!    after `finish` (the loop answers `202` now), then `Done` or `Failed`; a task can also go
+//!    straight to `Failed` (or `Unavailable`, for a lack of descriptors) from any earlier step.
 //!
 //! Every call is non-blocking: `begin`, `write` and `finish` use `try_send` on the task thread's
-//! bounded queue and hand the message back in [`QueueFull`] when it is full, so the loop can
-//! stop reading that connection (TCP back-pressure reaches the client) and retry on a later
-//! iteration. `abort` cannot be refused, since a refused abort would leak a temporary file, so
-//! it bypasses the queue; see [`UploadStore::abort`] for how it still stays in order.
+//! bounded queue and hand the message back when it is full, so the loop can stop reading that
+//! connection (TCP back-pressure reaches the client) and retry on a later iteration. `begin`
+//! also waits, the same way, when this run has no task id left: ids are reserved
+//! [`ID_LEASE`] at a time in the upload dir (a disk write), which a task thread does, asked
+//! for when half of the lease is used. `abort` cannot be refused, since a refused abort would
+//! leak a temporary file, so it bypasses the queue; see [`UploadStore::abort`] for how it still
+//! stays in order.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-/// Log target, so `RUST_LOG=readyloop::upload=trace` shows just this module.
-const LOG_TARGET: &str = "readyloop::upload";
-
-/// The log of stored files, one JSON object per line, in the upload dir.
-pub const LOG_FILE: &str = "uploads.jsonl";
-
-/// Temporary files are `.upload-PID-TASK.part`; `start` removes leftovers of this shape.
-const TMP_PREFIX: &str = ".upload-";
-const TMP_SUFFIX: &str = ".part";
-
-/// How many `name-N.ext` candidates are tried before the task fails (bounds the probing when a
-/// directory is full of same-named uploads).
-const MAX_NAME_SUFFIX: u32 = 10_000;
-
-/// Task ids start at 1 and grow by one per accepted `begin`; unique within a process.
-pub type TaskId = u64;
+use super::recovery;
+pub use super::upload_dir::TaskId;
+use super::upload_dir::{
+    done_line, failed_line, hex, is_descriptor_shortage, Record, Run, Seal, UploadDir, ID_LEASE,
+    LOG_FILE, LOG_TARGET,
+};
+use crate::codec::escape::escaped;
+use crate::codec::http::filename;
 
 /// Where a task is. `Queued` is never sent through `notify`: `begin` returning `Ok` means it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +70,14 @@ pub enum TaskStatus {
     Queued,
     /// The task thread has started on it: the body is being written to the temporary file.
     Running,
+    /// The whole body is fsynced and sealed: the upload will be stored even if the server
+    /// crashes now. This is what the `202` waits for; `GET /tasks/ID` still says `running`.
+    Sealed {
+        /// Bytes received.
+        bytes: u64,
+        /// SHA-256 of the content, lower-case hex.
+        sha256: String,
+    },
     /// Stored as `stored` (a file name in the upload dir) and logged in `uploads.jsonl`.
     Done {
         /// The file name in the upload dir.
@@ -70,8 +87,11 @@ pub enum TaskStatus {
         /// SHA-256 of the content, lower-case hex.
         sha256: String,
     },
-    /// Nothing stored and nothing logged; the text says why.
+    /// Nothing stored and nothing in `uploads.jsonl`; the text says why.
     Failed(String),
+    /// Failed like `Failed`, before anything was promised, for want of descriptors (EMFILE,
+    /// ENFILE): a shortage that passes, so the client is told to try again (`503`).
+    Unavailable(String),
 }
 
 impl TaskStatus {
@@ -79,10 +99,18 @@ impl TaskStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             TaskStatus::Queued => "queued",
-            TaskStatus::Running => "running",
+            TaskStatus::Running | TaskStatus::Sealed { .. } => "running",
             TaskStatus::Done { .. } => "done",
-            TaskStatus::Failed(_) => "failed",
+            TaskStatus::Failed(_) | TaskStatus::Unavailable(_) => "failed",
         }
+    }
+
+    /// Done or failed: nothing more will happen to the task.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Done { .. } | TaskStatus::Failed(_) | TaskStatus::Unavailable(_)
+        )
     }
 }
 
@@ -92,6 +120,17 @@ pub struct TaskUpdate {
     /// The task that changed.
     pub task: TaskId,
     /// Its new status.
+    pub status: TaskStatus,
+}
+
+/// A task of an earlier run, as the logs tell it (for `GET /tasks/ID` after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastTask {
+    /// The task.
+    pub task: TaskId,
+    /// The sanitized name the client gave (empty when a crash left it unknown).
+    pub name: String,
+    /// `Done` or `Failed`.
     pub status: TaskStatus,
 }
 
@@ -106,6 +145,11 @@ impl<T> fmt::Display for QueueFull<T> {
 }
 
 impl<T: fmt::Debug> std::error::Error for QueueFull<T> {}
+
+/// `begin` cannot take the upload yet: its task thread's queue is full, or this run's task ids
+/// are being renewed. Nothing was used; try again on a later iteration.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TryLater;
 
 /// A message on a task thread's bounded queue.
 enum Job {
@@ -123,6 +167,8 @@ enum Job {
     Finish {
         task: TaskId,
     },
+    /// Reserve more task ids in the upload dir (sent to task thread 0).
+    Lease,
     /// Wakes an idle task thread so it looks at its abort list.
     Nudge,
 }
@@ -135,9 +181,9 @@ type AbortList = Arc<Mutex<Vec<(TaskId, u64)>>>;
 /// loop thread, and the abort ordering relies on a single sender.
 pub struct UploadStore {
     threads: Vec<ThreadHandle>,
-    next_id: Cell<TaskId>,
-    #[cfg(test)]
     shared: Arc<Shared>,
+    /// What the logs say of earlier runs' tasks, until `take_history`.
+    history: Vec<PastTask>,
 }
 
 struct ThreadHandle {
@@ -148,24 +194,54 @@ struct ThreadHandle {
     thread: JoinHandle<()>,
 }
 
+/// The task ids this run may hand out: what is left of its lease, and the next lease once a
+/// task thread has reserved it.
+struct IdLease {
+    free: Range<TaskId>,
+    more: Option<Range<TaskId>>,
+    /// A `Job::Lease` is queued or running.
+    asked: bool,
+}
+
+impl IdLease {
+    fn peek(&mut self) -> Option<TaskId> {
+        if self.free.is_empty() {
+            if let Some(more) = self.more.take() {
+                self.free = more;
+            }
+        }
+        (!self.free.is_empty()).then_some(self.free.start)
+    }
+
+    fn is_low(&self) -> bool {
+        self.more.is_none() && self.free.end - self.free.start <= ID_LEASE / 2
+    }
+
+    /// The end of the newest lease: no later lease may start below it.
+    fn end(&self) -> TaskId {
+        self.more.as_ref().map_or(self.free.end, |m| m.end)
+    }
+}
+
 /// What all task threads share.
 struct Shared {
-    dir: PathBuf,
-    pid: u32,
+    dir: UploadDir,
+    run: Run,
+    ids: Mutex<IdLease>,
     notify: Box<dyn Fn(TaskUpdate) + Send + Sync>,
-    /// Serializes appends to `uploads.jsonl`, so a failed append can be truncated away.
-    log_lock: Mutex<()>,
     /// Test hook: a write that would take an upload past this many bytes fails with ENOSPC.
     #[cfg(test)]
     fail_writes_after: std::sync::atomic::AtomicU64,
 }
 
 impl UploadStore {
-    /// Creates `dir` if needed, removes temporary files left by a crashed run, and starts
-    /// `threads` threads, each with a queue of `queue_depth` messages (see
-    /// `config::DEFAULT_TASK_QUEUE`). `notify` runs on a task thread after each status change; it
-    /// must be quick and must not block for long (the loop's closure sends on a channel and
-    /// wakes its `Waker`).
+    /// Opens the upload dir `dir` (creating it if needed), settles what dead runs left in it
+    /// (`recovery.rs`), creates and locks this run's own dir, reserves the first task ids, reads
+    /// what the logs say of recent tasks, and starts `threads` threads, each with a queue of
+    /// `queue_depth` messages (see `config::DEFAULT_TASK_QUEUE`). Blocks (disk IO): call it
+    /// before the loop runs. `notify` runs on a task thread after each status change; it must
+    /// be quick and must not block for long (the loop's closure sends on a channel and wakes
+    /// its `Waker`).
     pub fn start(
         dir: PathBuf,
         threads: usize,
@@ -178,17 +254,32 @@ impl UploadStore {
                 "upload store needs at least one thread and a queue depth of at least 1",
             ));
         }
-        fs::create_dir_all(&dir)?;
-        let pid = std::process::id();
-        let removed = remove_leftovers(&dir, pid)?;
-        if removed > 0 {
-            log::info!(target: LOG_TARGET, "removed {removed} leftover temporary file(s) in {}", dir.display());
+        let dir = UploadDir::open(dir)?;
+        let mut locked = dir.lock()?;
+        locked.repair_logs()?;
+        let recovered = recovery::recover_dead_runs(&dir, &mut locked)?;
+        let legacy = dir.remove_legacy_parts()?;
+        if legacy > 0 {
+            log::info!(target: LOG_TARGET, "removed {legacy} temporary file(s) of an older readyloop in {}", dir.path().display());
         }
+        let run = locked.create_run()?;
+        let first = locked.reserve_ids(ID_LEASE, 1, || {
+            // No counter yet: start past every id on disk.
+            let logged = dir.all_records()?.iter().map(Record::task).max();
+            Ok(logged.unwrap_or(0).max(recovered.max_task) + 1)
+        })?;
+        drop(locked);
+        log::debug!(target: LOG_TARGET, "run {}: task ids {first:?}", run.path().display());
+        let history = dir.recent_records()?.into_iter().map(past_task).collect();
         let shared = Arc::new(Shared {
             dir,
-            pid,
+            run,
+            ids: Mutex::new(IdLease {
+                free: first,
+                more: None,
+                asked: false,
+            }),
             notify: Box::new(notify),
-            log_lock: Mutex::new(()),
             #[cfg(test)]
             fail_writes_after: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
@@ -216,31 +307,58 @@ impl UploadStore {
         }
         Ok(UploadStore {
             threads: handles,
-            next_id: Cell::new(1),
-            #[cfg(test)]
             shared,
+            history,
         })
     }
 
+    /// The tasks of earlier runs found in the logs at start-up, in task order (once; later
+    /// calls return nothing).
+    pub fn take_history(&mut self) -> Vec<PastTask> {
+        std::mem::take(&mut self.history)
+    }
+
     /// Begins an upload that will be stored under `name` (already sanitized by the caller; a
-    /// `-N` suffix is added before the extension if the name is taken). On `Err(QueueFull)` no
-    /// id was used: answer `503` or retry later.
-    pub fn begin(&self, name: &str) -> Result<TaskId, QueueFull> {
+    /// `-N` suffix is added before the extension if the name is taken). On `Err(TryLater)` no
+    /// id was used: retry later (or answer `503`).
+    pub fn begin(&self, name: &str) -> Result<TaskId, TryLater> {
         self.begin_named(name, name)
     }
 
     /// Like `begin`, recording in `uploads.jsonl` the name the client gave (`original`, peer
     /// input kept only as a JSON-escaped string) next to the one stored.
-    pub fn begin_named(&self, name: &str, original: &str) -> Result<TaskId, QueueFull> {
-        let task = self.next_id.get();
+    pub fn begin_named(&self, name: &str, original: &str) -> Result<TaskId, TryLater> {
+        let mut ids = lock(&self.shared.ids);
+        let Some(task) = ids.peek() else {
+            drop(ids);
+            self.renew_ids();
+            return Err(TryLater);
+        };
         let job = Job::Begin {
             task,
             name: name.to_owned(),
             original: original.to_owned(),
         };
-        self.send(task, job).map_err(|_| QueueFull(()))?;
-        self.next_id.set(task + 1);
+        self.send(task, job).map_err(|_| TryLater)?;
+        ids.free.start += 1;
+        let low = ids.is_low();
+        drop(ids);
+        if low {
+            self.renew_ids();
+        }
         Ok(task)
+    }
+
+    /// Asks task thread 0 to reserve the next lease of ids, unless it was asked already (a
+    /// full queue is asked again by the next `begin`).
+    fn renew_ids(&self) {
+        let mut ids = lock(&self.shared.ids);
+        if ids.asked || !ids.is_low() {
+            return;
+        }
+        if self.send_on(&self.threads[0], 0, Job::Lease).is_ok() {
+            ids.asked = true;
+        }
     }
 
     /// Queues the next chunk of `task`'s body. On `Err` the chunk comes back unwritten: stop
@@ -257,7 +375,8 @@ impl UploadStore {
             })
     }
 
-    /// Marks the body complete: the task thread will fsync, name, and log the file.
+    /// Marks the body complete: the task thread will seal (then report `Sealed`), store and log
+    /// the file.
     pub fn finish(&self, task: TaskId) -> Result<(), QueueFull> {
         self.send(task, Job::Finish { task })
             .map_err(|_| QueueFull(()))
@@ -277,9 +396,9 @@ impl UploadStore {
     }
 
     /// Graceful shutdown: closes every queue, lets the threads finish everything already
-    /// queued, and joins them. Uploads begun but neither finished nor aborted then fail (their
-    /// temporary files are removed). Blocks: call it after the loop has stopped, or on a
-    /// helper thread when the wait must be bounded.
+    /// queued, joins them, and removes this run's dir. Uploads begun but neither finished nor
+    /// aborted then fail (their temporary files are removed). Blocks: call it after the loop has
+    /// stopped, or on a helper thread when the wait must be bounded.
     pub fn shutdown(self) {
         let threads: Vec<_> = self
             .threads
@@ -294,6 +413,7 @@ impl UploadStore {
                 log::error!(target: LOG_TARGET, "a task thread panicked");
             }
         }
+        self.shared.run.remove();
     }
 
     fn thread_of(&self, task: TaskId) -> &ThreadHandle {
@@ -301,7 +421,10 @@ impl UploadStore {
     }
 
     fn send(&self, task: TaskId, job: Job) -> Result<(), Job> {
-        let w = self.thread_of(task);
+        self.send_on(self.thread_of(task), task, job)
+    }
+
+    fn send_on(&self, w: &ThreadHandle, task: TaskId, job: Job) -> Result<(), Job> {
         match w.jobs.try_send(job) {
             Ok(()) => {
                 w.sent.set(w.sent.get() + 1);
@@ -317,11 +440,37 @@ impl UploadStore {
     }
 }
 
+/// A record of the logs as `GET /tasks/ID` shows it.
+fn past_task(record: Record) -> PastTask {
+    match record {
+        Record::Done {
+            task,
+            stored,
+            original,
+            bytes,
+            sha256,
+        } => PastTask {
+            task,
+            name: filename::sanitize(&original).unwrap_or_else(|| stored.clone()),
+            status: TaskStatus::Done {
+                stored,
+                bytes,
+                sha256,
+            },
+        },
+        Record::Failed { task, name, error } => PastTask {
+            task,
+            name,
+            status: TaskStatus::Failed(error),
+        },
+    }
+}
+
 /// An upload whose body is being written.
 struct Writing {
     name: String,
     original: String,
-    tmp: PathBuf,
+    part: PathBuf,
     file: File,
     hasher: Sha256,
     bytes: u64,
@@ -349,6 +498,7 @@ impl TaskThread {
                 } => self.on_begin(task, name, original),
                 Job::Chunk { task, data } => self.on_chunk(task, &data),
                 Job::Finish { task } => self.on_finish(task),
+                Job::Lease => self.on_lease(),
                 Job::Nudge => {}
             }
             self.apply_aborts();
@@ -367,19 +517,16 @@ impl TaskThread {
     }
 
     /// Creates the temporary file; `Running` is reported once it exists (a failure to create
-    /// it goes straight from `Queued` to `Failed`).
+    /// it goes straight from `Queued` to `Failed`, or `Unavailable` for want of descriptors).
     fn on_begin(&mut self, task: TaskId, name: String, original: String) {
-        let tmp = self.shared.dir.join(format!(
-            "{TMP_PREFIX}{}-{task}{TMP_SUFFIX}",
-            self.shared.pid
-        ));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        let part = self.shared.run.part(task);
+        match OpenOptions::new().write(true).create_new(true).open(&part) {
             Ok(file) => {
-                log::debug!(target: LOG_TARGET, "task {task} running on task thread {}: {}", self.index, tmp.display());
+                log::debug!(target: LOG_TARGET, "task {task} running on task thread {}: {}", self.index, part.display());
                 let upload = Writing {
                     name,
                     original,
-                    tmp,
+                    part,
                     file,
                     hasher: Sha256::new(),
                     bytes: 0,
@@ -389,8 +536,14 @@ impl TaskThread {
             }
             Err(e) => {
                 let reason = format!("create temporary file: {e}");
-                log::warn!(target: LOG_TARGET, "task {task} failed: {reason}");
-                self.notify(task, TaskStatus::Failed(reason));
+                log::warn!(target: LOG_TARGET, "task {task} failed: {}", escaped(&reason));
+                self.record_failure(task, &name, &original, 0, &reason);
+                let status = if is_descriptor_shortage(&e) {
+                    TaskStatus::Unavailable(reason)
+                } else {
+                    TaskStatus::Failed(reason)
+                };
+                self.notify(task, status);
             }
         }
     }
@@ -426,67 +579,125 @@ impl TaskThread {
         let Writing {
             name,
             original,
-            tmp,
+            part,
             file,
             hasher,
             bytes,
         } = upload;
-        let sha256 = hex(&hasher.finalize());
-        match self.store(task, (&name, &original), &tmp, file, bytes, &sha256) {
+        let seal = Seal {
+            task,
+            name,
+            original,
+            bytes,
+            sha256: hex(&hasher.finalize()),
+        };
+        if let Err((what, e)) = self.seal(&seal, file) {
+            let reason = format!("{what}: {e}");
+            log::warn!(target: LOG_TARGET, "task {task} failed: {}", escaped(&reason));
+            self.record_failure(task, &seal.name, &seal.original, bytes, &reason);
+            remove_quietly(&self.shared.run.seal(task));
+            remove_quietly(&part);
+            let status = if is_descriptor_shortage(&e) {
+                TaskStatus::Unavailable(reason)
+            } else {
+                TaskStatus::Failed(reason)
+            };
+            self.notify(task, status);
+            return;
+        }
+        self.notify(
+            task,
+            TaskStatus::Sealed {
+                bytes,
+                sha256: seal.sha256.clone(),
+            },
+        );
+        match self.store(&seal, &part) {
             Ok(stored) => {
-                log::debug!(target: LOG_TARGET, "task {task} done: {stored} ({bytes} bytes)");
+                log::debug!(target: LOG_TARGET, "task {task} done: {} ({bytes} bytes)", escaped(&stored));
                 self.notify(
                     task,
                     TaskStatus::Done {
                         stored,
                         bytes,
-                        sha256,
+                        sha256: seal.sha256,
                     },
                 );
             }
             Err(reason) => {
-                remove_quietly(&tmp);
-                log::warn!(target: LOG_TARGET, "task {task} failed: {reason}");
+                log::warn!(target: LOG_TARGET, "task {task} failed after it was sealed: {}", escaped(&reason));
                 self.notify(task, TaskStatus::Failed(reason));
             }
         }
     }
 
-    /// fsync, link under a free name, unlink the temporary name, fsync the dir, log. On `Err`
-    /// the final name is removed again; the caller removes the temporary one.
-    fn store(
-        &self,
-        task: TaskId,
-        (name, original): (&str, &str),
-        tmp: &Path,
-        file: File,
-        bytes: u64,
-        sha256: &str,
-    ) -> Result<String, String> {
-        file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    /// Makes the complete body durable and says so: fsync `T.part`, write and fsync `T.sealed`,
+    /// fsync the run dir (which makes both names durable). On `Err` the caller removes both.
+    fn seal(&self, seal: &Seal, file: File) -> Result<(), (&'static str, io::Error)> {
+        file.sync_all().map_err(|e| ("fsync", e))?;
         drop(file);
+        let path = self.shared.run.seal(seal.task);
+        let mut sealed = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ("create seal", e))?;
+        sealed
+            .write_all(seal.to_line().as_bytes())
+            .and_then(|()| sealed.sync_all())
+            .map_err(|e| ("write seal", e))?;
+        self.shared.run.sync().map_err(|e| ("fsync run dir", e))
+    }
+
+    /// Link under a free name, fsync the dir, log, remove the temporary files. On `Err` the
+    /// link is removed again, the failure recorded, and then the temporary files removed (a
+    /// crash before the record leaves a sealed body, which recovery stores).
+    fn store(&self, seal: &Seal, part: &Path) -> Result<String, String> {
         let dir = &self.shared.dir;
-        let stored = link_unique(dir, tmp, name)?;
-        let line = format!(
-            "{{\"task\":{task},\"stored\":{},\"original\":{},\"bytes\":{bytes},\"sha256\":\"{sha256}\",\"time\":{}}}\n",
-            json_string(&stored),
-            json_string(original),
-            unix_time(),
-        );
-        let logged = fs::remove_file(tmp)
-            .map_err(|e| format!("remove temporary file: {e}"))
-            .and_then(|()| sync_dir(dir).map_err(|e| format!("fsync upload dir: {e}")))
-            .and_then(|()| {
-                self.shared
-                    .append_log(&line)
-                    .map_err(|e| format!("append to {LOG_FILE}: {e}"))
-            });
+        let task = seal.task;
+        let stored = dir.link_unique(part, &seal.name);
+        let logged = stored.as_ref().map_err(Clone::clone).and_then(|stored| {
+            let line = done_line(task, stored, &seal.original, seal.bytes, &seal.sha256);
+            dir.sync()
+                .map_err(|e| format!("fsync upload dir: {e}"))
+                .and_then(|()| {
+                    dir.lock()
+                        .and_then(|mut locked| locked.append_done(&line))
+                        .map_err(|e| format!("append to {LOG_FILE}: {e}"))
+                })
+        });
         if let Err(reason) = logged {
-            remove_quietly(&dir.join(&stored));
-            let _ = sync_dir(dir);
+            if let Ok(stored) = &stored {
+                remove_quietly(&dir.path().join(stored));
+                let _ = dir.sync();
+            }
+            self.record_failure(task, &seal.name, &seal.original, seal.bytes, &reason);
+            remove_quietly(part);
+            remove_quietly(&self.shared.run.seal(task));
             return Err(reason);
         }
-        Ok(stored)
+        remove_quietly(part);
+        remove_quietly(&self.shared.run.seal(task));
+        stored
+    }
+
+    /// Reserves the next lease of task ids for the loop.
+    fn on_lease(&mut self) {
+        let floor = lock(&self.shared.ids).end();
+        let reserved = self
+            .shared
+            .dir
+            .lock()
+            .and_then(|mut locked| locked.reserve_ids(ID_LEASE, floor, || Ok(floor)));
+        let mut ids = lock(&self.shared.ids);
+        ids.asked = false;
+        match reserved {
+            Ok(more) => {
+                log::debug!(target: LOG_TARGET, "task ids {more:?} reserved");
+                ids.more = Some(more);
+            }
+            Err(e) => log::warn!(target: LOG_TARGET, "could not reserve task ids: {e}"),
+        }
     }
 
     /// Applies the aborts whose place in the queue has been reached.
@@ -520,11 +731,27 @@ impl TaskThread {
         }
     }
 
+    /// Ends an upload whose body was still being written: recorded as failed, file removed.
     fn fail(&self, task: TaskId, upload: Writing, reason: String) {
         drop(upload.file);
-        remove_quietly(&upload.tmp);
-        log::warn!(target: LOG_TARGET, "task {task} failed after {} bytes: {reason}", upload.bytes);
+        log::warn!(target: LOG_TARGET, "task {task} failed after {} bytes: {}", upload.bytes, escaped(&reason));
+        self.record_failure(task, &upload.name, &upload.original, upload.bytes, &reason);
+        remove_quietly(&upload.part);
         self.notify(task, TaskStatus::Failed(reason));
+    }
+
+    /// Appends the task's line to `uploads-failed.jsonl` (a failure to do so is only logged:
+    /// the task still fails, and says why, until the server stops).
+    fn record_failure(&self, task: TaskId, name: &str, original: &str, bytes: u64, reason: &str) {
+        let line = failed_line(task, name, original, bytes, reason);
+        let recorded = self
+            .shared
+            .dir
+            .lock()
+            .and_then(|mut locked| locked.append_failed(&line));
+        if let Err(e) = recorded {
+            log::warn!(target: LOG_TARGET, "task {task}: could not record the failure: {e}");
+        }
     }
 
     fn notify(&self, task: TaskId, status: TaskStatus) {
@@ -533,30 +760,6 @@ impl TaskThread {
 }
 
 impl Shared {
-    /// Appends one line and fsyncs it. Appends are serialized so that a failed one (say,
-    /// ENOSPC halfway through the line) can be cut off again. The file is opened per line,
-    /// so it may be rotated while the server runs. Readers should still skip a last line
-    /// without a newline: a crash in the middle of an append can leave one.
-    fn append_log(&self, line: &str) -> io::Result<()> {
-        let _serialized = lock(&self.log_lock);
-        let mut log = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.join(LOG_FILE))?;
-        let before = log.metadata()?.len();
-        let result = log
-            .write_all(line.as_bytes())
-            .and_then(|()| log.sync_data());
-        if result.is_err() {
-            let _ = log.set_len(before);
-            let _ = log.sync_data();
-        } else if before == 0 {
-            // The file may be new: make its directory entry durable too.
-            sync_dir(&self.dir)?;
-        }
-        result
-    }
-
     /// Test hook for write errors (disk full is hard to arrange in a test); a no-op otherwise.
     fn check_fault(&self, total_after_write: u64) -> io::Result<()> {
         #[cfg(test)]
@@ -575,98 +778,6 @@ impl Shared {
     }
 }
 
-/// Links `tmp` as `name.ext`, else `name-1.ext`, `name-2.ext`...; returns the name taken.
-/// `link(2)` fails with EEXIST instead of replacing, which `rename(2)` would do. Linux's
-/// `renameat2(RENAME_NOREPLACE)` would save the `unlink`, but not every filesystem supports
-/// it; a crash between `link` and `unlink` only leaves a `.part` that `start` removes.
-fn link_unique(dir: &Path, tmp: &Path, original: &str) -> Result<String, String> {
-    for n in 0..=MAX_NAME_SUFFIX {
-        let name = candidate_name(original, n);
-        match fs::hard_link(tmp, dir.join(&name)) {
-            Ok(()) => return Ok(name),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("store as {name}: {e}")),
-        }
-    }
-    Err(format!(
-        "no free name for {original} after {MAX_NAME_SUFFIX} suffixes"
-    ))
-}
-
-/// The `n`th candidate for `original`: `a.tar.gz`, `a.tar-1.gz`, `a.tar-2.gz`... The caller
-/// sanitizes names; this only keeps the result a plain file name (no `/`, NUL, `.` or `..`)
-/// and out of the dot-file namespace that holds our temporary files (a leading `.` becomes `_.`).
-fn candidate_name(original: &str, n: u32) -> String {
-    let mut name: String = original
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect();
-    if name.is_empty() {
-        name.push_str("upload");
-    } else if name.starts_with('.') {
-        name.insert(0, '_');
-    }
-    if n == 0 {
-        return name;
-    }
-    match name.rfind('.') {
-        Some(dot) => format!("{}-{n}{}", &name[..dot], &name[dot..]),
-        None => format!("{name}-{n}"),
-    }
-}
-
-/// Removes `.upload-*.part` files, except those of another process that is still alive (two
-/// processes serving the same upload dir must not delete each other's uploads).
-fn remove_leftovers(dir: &Path, own_pid: u32) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else {
-            continue;
-        };
-        let Some(middle) = name
-            .strip_prefix(TMP_PREFIX)
-            .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))
-        else {
-            continue;
-        };
-        if !entry.file_type()?.is_file() {
-            continue;
-        }
-        let owner = middle.split_once('-').and_then(|(pid, _)| pid.parse().ok());
-        if let Some(pid) = owner {
-            if pid != own_pid && process_alive(pid) {
-                log::debug!(target: LOG_TARGET, "kept {name}: process {pid} is alive");
-                continue;
-            }
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(removed)
-}
-
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 sends nothing; kill(2) only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Makes a new, removed or renamed directory entry durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn remove_quietly(path: &Path) {
     match fs::remove_file(path) {
         Ok(()) => {}
@@ -676,36 +787,17 @@ fn remove_quietly(path: &Path) {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave a Vec push or `()` half done.
+    // A panic elsewhere cannot leave a Vec push, a range or `()` half done.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// Seconds since the epoch with microseconds, e.g. `1700000000.123456`.
-fn unix_time() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:06}", now.as_secs(), now.subsec_micros())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
-}
-
-use crate::codec::json::string as json_string;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::http::upload_dir::FAILED_LOG_FILE;
     use std::collections::HashSet;
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -734,18 +826,46 @@ mod tests {
             fs::read(self.0.join(name)).unwrap()
         }
 
-        fn log_lines(&self) -> Vec<String> {
-            fs::read_to_string(self.0.join(LOG_FILE))
+        fn lines(&self, log: &str) -> Vec<String> {
+            fs::read_to_string(self.0.join(log))
                 .unwrap_or_default()
                 .lines()
                 .map(str::to_owned)
                 .collect()
         }
 
-        fn part_files(&self) -> Vec<String> {
+        fn log_lines(&self) -> Vec<String> {
+            self.lines(LOG_FILE)
+        }
+
+        fn failed_lines(&self) -> Vec<String> {
+            self.lines(FAILED_LOG_FILE)
+        }
+
+        /// `.part` and `.sealed` files anywhere in the dir (run dirs included).
+        fn leftovers(&self) -> Vec<String> {
+            let mut found = Vec::new();
+            for run in self
+                .names()
+                .iter()
+                .filter(|n| n.starts_with(".upload-run-"))
+            {
+                for e in fs::read_dir(self.0.join(run)).unwrap() {
+                    let n = e.unwrap().file_name().into_string().unwrap();
+                    if n != "lock" {
+                        found.push(format!("{run}/{n}"));
+                    }
+                }
+            }
+            found.extend(self.names().into_iter().filter(|n| n.ends_with(".part")));
+            found
+        }
+
+        /// Files that are neither ours nor in a run dir: the stored uploads.
+        fn stored(&self) -> Vec<String> {
             self.names()
                 .into_iter()
-                .filter(|n| n.ends_with(TMP_SUFFIX))
+                .filter(|n| !n.starts_with('.') && n != LOG_FILE && n != FAILED_LOG_FILE)
                 .collect()
         }
 
@@ -780,12 +900,8 @@ mod tests {
     fn wait_ended(rx: &Receiver<TaskUpdate>, tasks: &[TaskId]) -> HashMap<TaskId, Vec<TaskStatus>> {
         let mut seen: HashMap<TaskId, Vec<TaskStatus>> = HashMap::new();
         let ended = |seen: &HashMap<TaskId, Vec<TaskStatus>>, t: &TaskId| {
-            seen.get(t).is_some_and(|s| {
-                matches!(
-                    s.last(),
-                    Some(TaskStatus::Done { .. } | TaskStatus::Failed(_))
-                )
-            })
+            seen.get(t)
+                .is_some_and(|s| s.last().is_some_and(TaskStatus::is_final))
         };
         while !tasks.iter().all(|t| ended(&seen, t)) {
             let u = rx.recv_timeout(WAIT).expect("task did not end in time");
@@ -794,11 +910,23 @@ mod tests {
         seen
     }
 
+    /// The final status of `task`, checking the steps before it: `Running`, then `Sealed`
+    /// (with the same bytes and hash) unless it failed before the seal.
     fn final_status(rx: &Receiver<TaskUpdate>, task: TaskId) -> TaskStatus {
         let statuses = wait_ended(rx, &[task]).remove(&task).unwrap();
         assert_eq!(statuses[0], TaskStatus::Running, "{statuses:?}");
-        assert_eq!(statuses.len(), 2, "{statuses:?}");
-        statuses[1].clone()
+        let last = statuses.last().unwrap().clone();
+        if let TaskStatus::Done { bytes, sha256, .. } = &last {
+            assert_eq!(
+                statuses[1],
+                TaskStatus::Sealed {
+                    bytes: *bytes,
+                    sha256: sha256.clone()
+                }
+            );
+            assert_eq!(statuses.len(), 3, "{statuses:?}");
+        }
+        last
     }
 
     fn wait_running(rx: &Receiver<TaskUpdate>, task: TaskId) {
@@ -813,9 +941,12 @@ mod tests {
     }
 
     /// Retries like the loop would, on later iterations.
-    fn retry<T>(mut attempt: impl FnMut() -> Result<(), QueueFull<T>>) {
+    fn retry<T, E>(mut attempt: impl FnMut() -> Result<T, E>) -> T {
         let deadline = Instant::now() + WAIT;
-        while attempt().is_err() {
+        loop {
+            if let Ok(t) = attempt() {
+                return t;
+            }
             assert!(Instant::now() < deadline, "queue stayed full");
             thread::sleep(Duration::from_millis(1));
         }
@@ -845,6 +976,21 @@ mod tests {
         (store, rx, gate_tx)
     }
 
+    /// Uploads `data` as `name` and waits for it to end.
+    fn upload(
+        store: &UploadStore,
+        rx: &Receiver<TaskUpdate>,
+        name: &str,
+        data: &[u8],
+    ) -> (TaskId, TaskStatus) {
+        let task = retry(|| store.begin(name));
+        for chunk in data.chunks(16 * 1024) {
+            retry(|| store.write(task, chunk.to_vec()));
+        }
+        retry(|| store.finish(task));
+        (task, final_status(rx, task))
+    }
+
     #[test]
     fn chunks_are_stored_hashed_and_logged() {
         let dir = TestDir::new("store");
@@ -865,7 +1011,7 @@ mod tests {
             }
         );
         assert_eq!(dir.read("hello.txt"), b"abc");
-        assert!(dir.part_files().is_empty());
+        assert!(dir.leftovers().is_empty(), "{:?}", dir.leftovers());
         let lines = dir.log_lines();
         assert_eq!(lines.len(), 1);
         let prefix = format!(
@@ -881,18 +1027,21 @@ mod tests {
 
         // A bigger body in many chunks, checked against a one-shot hash.
         let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let task = store.begin("big.bin").unwrap();
-        for chunk in body.chunks(16 * 1024) {
-            retry(|| store.write(task, chunk.to_vec()));
-        }
-        retry(|| store.finish(task));
-        let TaskStatus::Done { bytes, sha256, .. } = final_status(&rx, task) else {
-            panic!("big upload failed");
+        let (_, status) = upload(&store, &rx, "big.bin", &body);
+        let TaskStatus::Done { bytes, sha256, .. } = status else {
+            panic!("big upload failed: {status:?}");
         };
         assert_eq!(bytes, body.len() as u64);
         assert_eq!(sha256, hex(&Sha256::digest(&body)));
         assert_eq!(dir.read("big.bin"), body);
         store.shutdown();
+        assert!(dir.failed_lines().is_empty());
+        assert_eq!(
+            dir.leftovers(),
+            Vec::<String>::new(),
+            "the run dir is removed"
+        );
+        assert!(!dir.names().iter().any(|n| n.starts_with(".upload-run-")));
     }
 
     #[test]
@@ -926,26 +1075,27 @@ mod tests {
     }
 
     #[test]
-    fn candidate_names() {
-        assert_eq!(candidate_name("a.tar.gz", 0), "a.tar.gz");
-        assert_eq!(candidate_name("a.tar.gz", 1), "a.tar-1.gz");
-        assert_eq!(candidate_name("README", 2), "README-2");
-        assert_eq!(candidate_name("", 0), "upload");
-        assert_eq!(candidate_name(".upload-1-2.part", 0), "_.upload-1-2.part");
-        assert_eq!(candidate_name("..", 0), "_..");
-        assert_eq!(candidate_name("a/b", 0), "a_b");
+    fn the_logs_names_are_reserved() {
+        let dir = TestDir::new("reserved");
+        let (store, rx) = start(&dir, 1, 256);
+        let (_, a) = upload(&store, &rx, "uploads.jsonl", b"{\"task\":99}");
+        let (_, b) = upload(&store, &rx, "UPLOADS-FAILED.JSONL", b"x");
+        let names: Vec<_> = [a, b]
+            .into_iter()
+            .map(|s| match s {
+                TaskStatus::Done { stored, .. } => stored,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["uploads-1.jsonl", "UPLOADS-FAILED-1.JSONL"]);
+        let log = dir.log_lines();
+        assert_eq!(log.len(), 2);
+        assert!(log.iter().all(|l| l.starts_with("{\"task\":")), "{log:?}");
+        store.shutdown();
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\t\u{1}\u{7f}é"),
-            r#""a\"b\\c\nd\t\u0001\u007fé""#
-        );
-    }
-
-    #[test]
-    fn abort_removes_the_temporary_file() {
+    fn abort_removes_the_temporary_file_and_records_the_failure() {
         let dir = TestDir::new("abort");
         let (store, rx) = start(&dir, 1, 256);
         let task = store.begin("gone.bin").unwrap();
@@ -962,7 +1112,15 @@ mod tests {
         store.finish(task).unwrap();
         store.shutdown();
         assert!(rx.try_recv().is_err());
-        assert!(dir.names().is_empty(), "{:?}", dir.names());
+        assert!(dir.stored().is_empty(), "{:?}", dir.names());
+        assert!(dir.leftovers().is_empty(), "{:?}", dir.leftovers());
+        let failed = dir.failed_lines();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with("{\"task\":1,\"name\":\"gone.bin\""),
+            "{failed:?}"
+        );
+        assert!(failed[0].contains("aborted"), "{failed:?}");
     }
 
     #[test]
@@ -992,28 +1150,9 @@ mod tests {
             matches!(&status, TaskStatus::Failed(m) if m.contains("aborted")),
             "{status:?}"
         );
-        assert!(dir.part_files().is_empty());
+        assert!(dir.leftovers().is_empty());
         store.shutdown();
         assert!(dir.log_lines().is_empty());
-    }
-
-    #[test]
-    fn leftover_part_files_are_removed_at_start() {
-        let dir = TestDir::new("leftover");
-        fs::create_dir_all(dir.path()).unwrap();
-        let dead = dir.path().join(".upload-999999999-3.part"); // beyond any pid_max
-        let unparsable = dir.path().join(".upload-crashed.part");
-        let live = dir.path().join(".upload-1-3.part"); // pid 1 always exists
-        let kept = dir.path().join("photo.part");
-        for p in [&dead, &unparsable, &live, &kept] {
-            fs::write(p, b"x").unwrap();
-        }
-        let (store, _rx) = start(&dir, 1, 1);
-        assert!(!dead.exists());
-        assert!(!unparsable.exists());
-        assert!(live.exists());
-        assert!(kept.exists());
-        store.shutdown();
     }
 
     #[test]
@@ -1033,7 +1172,9 @@ mod tests {
         );
         store.shutdown();
         assert!(rx.try_recv().is_err(), "one final status only");
-        assert!(dir.names().is_empty(), "{:?}", dir.names());
+        assert!(dir.stored().is_empty(), "{:?}", dir.names());
+        assert!(dir.leftovers().is_empty(), "{:?}", dir.leftovers());
+        assert_eq!(dir.failed_lines().len(), 1);
     }
 
     #[test]
@@ -1047,7 +1188,7 @@ mod tests {
         store.finish(task).unwrap();
         let u = rx.recv_timeout(WAIT).unwrap();
         assert!(
-            matches!(&u.status, TaskStatus::Failed(m) if m.contains("store as")),
+            matches!(&u.status, TaskStatus::Failed(m) if m.contains("seal")),
             "{u:?}"
         );
         store.shutdown();
@@ -1063,7 +1204,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(store.write(1, vec![3]), Err(QueueFull(vec![3])));
         assert_eq!(store.finish(1), Err(QueueFull(())));
-        assert_eq!(store.begin("other.bin"), Err(QueueFull(())));
+        assert_eq!(store.begin("other.bin"), Err(TryLater));
         assert!(t0.elapsed() < Duration::from_secs(1));
         gate.send(()).unwrap();
         retry(|| store.write(1, vec![3]));
@@ -1099,7 +1240,180 @@ mod tests {
             assert_eq!(dir.read(&format!("f{i}.txt")), b"one two three");
         }
         assert_eq!(dir.log_lines().len(), 10);
-        assert!(dir.part_files().is_empty());
+        assert_eq!(dir.failed_lines().len(), 1);
+        assert!(dir.leftovers().is_empty());
         assert!(!dir.path().join("open.txt").exists());
+    }
+
+    #[test]
+    fn task_ids_are_never_reused_and_the_past_is_remembered() {
+        let dir = TestDir::new("ids");
+        let (mut store, rx) = start(&dir, 2, 8);
+        assert!(store.take_history().is_empty());
+        // More uploads than one lease: the ids are renewed on the way, never repeated.
+        let mut ids = Vec::new();
+        for i in 0..(ID_LEASE + ID_LEASE / 2) {
+            let (task, status) = upload(&store, &rx, &format!("n{i}"), b"x");
+            assert!(matches!(status, TaskStatus::Done { .. }), "{status:?}");
+            ids.push(task);
+        }
+        let aborted = store.begin("aborted.bin").unwrap();
+        store.abort(aborted);
+        wait_ended(&rx, &[aborted]);
+        let expected: Vec<TaskId> = (1..=ids.len() as u64).collect();
+        assert_eq!(ids, expected);
+        store.shutdown();
+        // A restart goes on past every id reserved so far, and knows what became of the old ones.
+        let (mut store, rx) = start(&dir, 1, 8);
+        let history = store.take_history();
+        assert_eq!(history.len(), ids.len() + 1);
+        assert_eq!(history[0].task, 1);
+        assert_eq!(history[0].name, "n0");
+        assert!(
+            matches!(&history[0].status, TaskStatus::Done { stored, bytes: 1, .. } if stored == "n0")
+        );
+        let last = history.last().unwrap();
+        assert_eq!((last.task, last.name.as_str()), (aborted, "aborted.bin"));
+        assert!(matches!(&last.status, TaskStatus::Failed(e) if e.contains("aborted")));
+        // Past every lease of the first run: a new lease begins at the next hundred and one.
+        let (task, _) = upload(&store, &rx, "after.bin", b"y");
+        assert!(task > aborted && task % ID_LEASE == 1, "{task}");
+        store.shutdown();
+        let logged: Vec<TaskId> = dir.log_lines().iter().map(|l| parse_task(l)).collect();
+        let unique: HashSet<_> = logged.iter().collect();
+        assert_eq!(unique.len(), logged.len(), "duplicate task ids in the log");
+    }
+
+    fn parse_task(line: &str) -> TaskId {
+        let rest = line.strip_prefix("{\"task\":").unwrap();
+        rest[..rest.find(',').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn a_lost_counter_is_recomputed_from_the_logs() {
+        let dir = TestDir::new("counter");
+        let (store, rx) = start(&dir, 1, 8);
+        upload(&store, &rx, "a.txt", b"a");
+        store.shutdown();
+        fs::remove_file(dir.path().join(".upload-next")).unwrap();
+        let (store, rx) = start(&dir, 1, 8);
+        assert_eq!(upload(&store, &rx, "b.txt", b"b").0, 2);
+        store.shutdown();
+    }
+
+    /// Files as a run killed at various steps leaves them, in a run dir nobody holds.
+    #[test]
+    fn start_up_settles_a_dead_runs_uploads() {
+        let dir = TestDir::new("recover");
+        let (store, rx) = start(&dir, 1, 8);
+        // Task ids 1..=3 are this store's; the dead run used 4..=9.
+        let (done, _) = upload(&store, &rx, "earlier.txt", b"earlier");
+        store.shutdown();
+        let run = dir.path().join(".upload-run-4242");
+        fs::create_dir_all(&run).unwrap();
+        fs::write(run.join("lock"), b"").unwrap();
+        let sealed = |task: TaskId, name: &str, data: &[u8]| {
+            fs::write(run.join(format!("{task}.part")), data).unwrap();
+            let seal = Seal {
+                task,
+                name: name.into(),
+                original: format!("C:\\{name}"),
+                bytes: data.len() as u64,
+                sha256: hex(&Sha256::digest(data)),
+            };
+            fs::write(run.join(format!("{task}.sealed")), seal.to_line()).unwrap();
+        };
+        // 4: sealed, not yet linked.
+        sealed(4, "four.txt", b"four");
+        // 5: sealed and linked as five.txt, not logged.
+        sealed(5, "five.txt", b"five");
+        fs::hard_link(run.join("5.part"), dir.path().join("five.txt")).unwrap();
+        // 6: still arriving.
+        fs::write(run.join("6.part"), b"half").unwrap();
+        // 7: a seal cut short by the crash.
+        fs::write(run.join("7.part"), b"seven").unwrap();
+        fs::write(run.join("7.sealed"), b"{\"task\":7,\"na").unwrap();
+        // 8: sealed, but the bytes changed.
+        sealed(8, "eight.txt", b"eight");
+        fs::write(run.join("8.part"), b"EIGHT").unwrap();
+        // 9: logged already (its clean-up was cut short).
+        sealed(9, "nine.txt", b"nine");
+        let line = done_line(9, "nine.txt", "nine.txt", 4, &hex(&Sha256::digest(b"nine")));
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap();
+        log.write_all(line.as_bytes()).unwrap();
+        // And a line torn by the crash.
+        log.write_all(b"{\"task\":10,\"stored\":\"ten").unwrap();
+        drop(log);
+        fs::write(dir.path().join(".upload-31337-2.part"), b"old layout").unwrap();
+
+        let (mut store, _rx) = start(&dir, 1, 8);
+        assert_eq!(dir.read("four.txt"), b"four");
+        assert_eq!(dir.read("five.txt"), b"five");
+        assert!(!dir.path().join("five-1.txt").exists(), "stored twice");
+        assert!(!dir.path().join("eight.txt").exists());
+        assert!(
+            dir.leftovers().iter().all(|l| !l.contains("4242")),
+            "{:?}",
+            dir.leftovers()
+        );
+        assert!(!run.exists());
+        assert!(!dir.path().join(".upload-31337-2.part").exists());
+        let log = dir.log_lines();
+        assert_eq!(log.len(), 4, "{log:?}");
+        let tasks: Vec<TaskId> = log.iter().map(|l| parse_task(l)).collect();
+        assert_eq!(tasks, [done, 9, 4, 5]);
+        assert!(
+            log[2].contains("\"original\":\"C:\\\\four.txt\""),
+            "{}",
+            log[2]
+        );
+        let history = store.take_history();
+        let status = |t: TaskId| &history.iter().find(|p| p.task == t).unwrap().status;
+        assert!(matches!(status(4), TaskStatus::Done { stored, .. } if stored == "four.txt"));
+        assert!(matches!(status(5), TaskStatus::Done { stored, .. } if stored == "five.txt"));
+        for (task, why) in [
+            (6, "interrupted"),
+            (7, "interrupted"),
+            (8, "does not match"),
+        ] {
+            assert!(
+                matches!(status(task), TaskStatus::Failed(e) if e.contains(why)),
+                "task {task}: {:?}",
+                status(task)
+            );
+        }
+        assert!(history.iter().all(|p| p.task != 10));
+        store.shutdown();
+    }
+
+    #[test]
+    fn a_live_run_keeps_its_files_whatever_its_pid() {
+        let dir = TestDir::new("live");
+        let (first, rx) = start(&dir, 1, 8);
+        let task = first.begin("slow.bin").unwrap();
+        first.write(task, b"part one ".to_vec()).unwrap();
+        wait_running(&rx, task);
+        // A second store on the same dir (its own descriptor, so the lock is held against it).
+        let (second, rx2) = start(&dir, 1, 8);
+        assert!(dir
+            .leftovers()
+            .iter()
+            .any(|l| l.ends_with(&format!("/{task}.part"))));
+        let (other, _) = upload(&second, &rx2, "other.bin", b"o");
+        assert_ne!(other, task);
+        first.write(task, b"part two".to_vec()).unwrap();
+        first.finish(task).unwrap();
+        let ended = wait_ended(&rx, &[task]);
+        assert!(
+            matches!(ended[&task].last(), Some(TaskStatus::Done { .. })),
+            "{ended:?}"
+        );
+        assert_eq!(dir.read("slow.bin"), b"part one part two");
+        second.shutdown();
+        first.shutdown();
+        assert!(dir.leftovers().is_empty(), "{:?}", dir.leftovers());
     }
 }
