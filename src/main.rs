@@ -31,6 +31,8 @@ serve options:
   --shutdown-timeout SECS    graceful shutdown bound         [10]
   --high-watermark BYTES     pending output that pauses reads [1048576]
   --low-watermark BYTES      pending output that resumes them [262144]
+  --max-buffered BYTES       unfinished input all clients may hold together; past it
+                             the largest holders are closed  [268435456]
   --max-body BYTES           largest HTTP request body       [67108864]
   --header-timeout SECS      request head deadline           [10]
   --keepalive-timeout SECS   idle keep-alive connection      [75]
@@ -197,6 +199,7 @@ fn serve(
             Long("high-watermark") => cfg.loop_config.high_watermark = number(parser, f)?,
             Long("low-watermark") => cfg.loop_config.low_watermark = number(parser, f)?,
             Long("max-body") => cfg.web.max_body = number(parser, f)?,
+            Long("max-buffered") => cfg.loop_config.max_buffered_input = number(parser, f)?,
             Long("header-timeout") => cfg.web.header_timeout = secs(parser, f)?,
             Long("keepalive-timeout") => cfg.web.keepalive_timeout = secs(parser, f)?,
             Long("upload-dir") => cfg.web.upload_dir = text(parser, f)?.into(),
@@ -234,6 +237,7 @@ fn serve(
     // Everything the server needs from its environment is checked before any `listening` line:
     // a script that sees one may rely on the server being up.
     cfg.validate()?;
+    readyloop::runtime::sys::release_large_buffers();
     match readyloop::runtime::sys::raise_nofile_limit() {
         Ok((before, after)) => {
             log::info!("RLIMIT_NOFILE soft limit {before} -> {after}");

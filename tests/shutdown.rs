@@ -12,6 +12,9 @@ use support::*;
 
 const CLIENTS: usize = 1000;
 
+/// The tests here measure time against a deadline: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A `/ws` subscriber with a small receive buffer (so the backlog stays in the server's
 /// queues, not in the kernel's), that does not read until told to.
 struct Subscriber {
@@ -134,12 +137,14 @@ fn flood(addr: SocketAddr, count: usize, size: usize) {
 
 #[test]
 fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_nofile();
     // A backlog far larger than what the kernel buffers hold (~1 MiB per client here), and a
-    // deadline by which the kernel-buffered part, but never the whole backlog, can be read.
+    // deadline by which the kernel-buffered part (~1 GiB in all), but never the whole backlog
+    // (8 GiB), can be read, even by this debug-built client on a busy machine.
     let mut server = Server::http_only(&[
         "--shutdown-timeout",
-        "10",
+        "20",
         "--ws-ping",
         "0",
         "--ws-max-pending",
@@ -169,7 +174,7 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     }
     let signalled = Instant::now();
     server.signal(libc::SIGTERM);
-    let deadline = signalled + Duration::from_secs(30);
+    let deadline = signalled + Duration::from_secs(40);
     let mut exited = None;
     loop {
         let done = subs.iter_mut().map(|s| s.poll() as usize).sum::<usize>();
@@ -179,7 +184,7 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
         if done == CLIENTS {
             break;
         }
-        assert!(Instant::now() < deadline, "{done} clients done after 30 s");
+        assert!(Instant::now() < deadline, "{done} clients done after 40 s");
     }
     let mut codes = std::collections::BTreeMap::new();
     for s in &subs {
@@ -203,7 +208,7 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     );
     let took = exited.unwrap_or_else(|| exit_time(&mut server, signalled));
     eprintln!(
-        "exit {:.3} s after SIGTERM with --shutdown-timeout 10",
+        "exit {:.3} s after SIGTERM with --shutdown-timeout 20",
         took.as_secs_f64()
     );
     let status = server.wait_exit(IO_TIMEOUT).expect("exited");
@@ -211,8 +216,8 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     // The loop ends at the deadline at the latest (the next test holds it to that); here the
     // clients' own reading sets the pace, and a loaded machine slows it: a loose bound.
     assert!(
-        took < Duration::from_secs(15),
-        "no exit 5 s past the 10 s deadline: {took:?}"
+        took < Duration::from_secs(25),
+        "no exit 5 s past the 20 s deadline: {took:?}"
     );
 }
 
@@ -228,6 +233,7 @@ fn exit_time(server: &mut Server, signalled: Instant) -> Duration {
 
 #[test]
 fn the_shutdown_deadline_holds_when_clients_take_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_nofile();
     let mut server = Server::http_only(&["--shutdown-timeout", "1", "--ws-ping", "0"]);
     let addr = server.http();

@@ -23,6 +23,11 @@ pub struct Config {
     /// Bytes an incomplete message may occupy in a connection's input buffer: 17 MiB, one
     /// 16 MiB WebSocket message plus headers. Protocols enforce their own, smaller limits first.
     pub max_inbuf: usize,
+    /// Bytes of unfinished input all connections together may hold (tails of messages in
+    /// input buffers, plus what protocols report holding, see `runtime::budget`): 256 MiB, about
+    /// 1% of this machine's 24 GiB and far above what well-behaved clients hold at once. Past
+    /// it the connections holding the most are closed (`Handler::on_input_over_budget`).
+    pub max_buffered_input: usize,
     /// How long a close may wait for its output to flush: 10 s.
     pub close_timeout: Duration,
     /// How long a lingering close waits for the peer's EOF after our FIN: 2 s.
@@ -45,6 +50,7 @@ impl Default for Config {
             low_watermark: 256 * 1024,
             max_pending: 64 << 20,
             max_inbuf: 17 << 20,
+            max_buffered_input: 256 << 20,
             close_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(10),
@@ -69,6 +75,10 @@ pub struct Stats {
     pub open: Vec<usize>,
     /// Open outgoing connections (made with `connect`).
     pub open_outgoing: usize,
+    /// Bytes of unfinished input held now (see `Config::max_buffered_input`).
+    pub input_buffered: usize,
+    /// Connections closed because the input budget was spent.
+    pub closed_over_budget: u64,
     /// When the loop was created.
     pub started: Instant,
 }
@@ -82,6 +92,8 @@ impl Stats {
             loop_iterations: 0,
             open: Vec::new(),
             open_outgoing: 0,
+            input_buffered: 0,
+            closed_over_budget: 0,
             started,
         }
     }

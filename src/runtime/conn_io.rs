@@ -205,6 +205,7 @@ impl<H: Handler> ConnIo<'_, H> {
                 if used < n {
                     self.keep_tail(key, used, n);
                 }
+                self.check_budget();
                 return;
             }
         };
@@ -233,6 +234,32 @@ impl<H: Handler> ConnIo<'_, H> {
         // Put the buffer back even when empty, so its capacity goes to the pool with the rest.
         self.core.buffers(key).inbuf = buf;
         self.core.release_buffers(key);
+        self.core.note_inbuf(key);
+        self.check_budget();
+    }
+
+    /// Past the input budget, closes the connections holding the most until it is kept.
+    fn check_budget(&mut self) {
+        while self.core.budget.over() {
+            let Some((key, held)) = self.core.budget.largest() else {
+                return;
+            };
+            warn!(
+                "{}: holds {held} bytes of unfinished input, and all connections {} bytes, over the {} byte budget (--max-buffered): closing it",
+                self.core.who(key),
+                self.core.budget.total(),
+                self.core.config.max_buffered_input
+            );
+            self.core.stats.closed_over_budget += 1;
+            // Out of the count first, so it is not chosen again whatever the handler does.
+            self.core.budget.release(key);
+            if self.core.conns[key].phase == Phase::Open {
+                self.call(key, |h, cx, conn| h.on_input_over_budget(cx, conn, held));
+            }
+            if self.core.conns[key].phase == Phase::Open {
+                self.core.close_now(key, None, CloseReason::Aborted);
+            }
+        }
     }
 
     fn keep_tail(&mut self, key: usize, from: usize, to: usize) {
@@ -248,6 +275,7 @@ impl<H: Handler> ConnIo<'_, H> {
             .buffers(key)
             .inbuf
             .extend_from_slice(&self.scratch[from..to]);
+        self.core.note_inbuf(key);
         trace!(target: IO, "{} kept {} byte tail", self.core.who(key), to - from);
     }
 

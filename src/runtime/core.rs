@@ -12,6 +12,7 @@
 //! change (`update_interest`). No callback runs from here.
 
 use super::addr::Addr;
+use super::budget::InputBudget;
 use super::config::{Config, Stats};
 use super::connection::{flags, interest_name, Buffers, Connection, Phase, READABLE, WRITABLE};
 use super::handle::Handle;
@@ -58,6 +59,8 @@ pub struct Core<M> {
     pub(crate) registry: Registry,
     pub(crate) config: Config,
     pub(crate) timers: TimerWheel,
+    /// Unfinished input held, per connection and in total.
+    pub(crate) budget: InputBudget,
     /// Connections with output to flush before the loop sleeps.
     pub(crate) flush_list: Vec<usize>,
     /// Connections to read again without waiting for an event.
@@ -96,6 +99,7 @@ impl<M> Core<M> {
             shutdown_deadline: None,
             registry,
             timers: TimerWheel::new(now),
+            budget: InputBudget::new(config.max_buffered_input),
             flush_list: Vec::new(),
             read_list: Vec::new(),
             closed: Vec::new(),
@@ -251,8 +255,10 @@ impl<M> Core<M> {
         );
         c.phase = Phase::Closing;
         if let Some(b) = c.bufs.as_mut() {
-            b.inbuf.clear();
+            // No more input is delivered: free what it held now, not when the slot is reaped.
+            b.inbuf = Vec::new();
         }
+        self.budget.release(id.key);
         self.set_timer_raw(id.key, timeout);
         self.schedule_flush(id.key);
     }
@@ -266,6 +272,7 @@ impl<M> Core<M> {
             return;
         }
         c.phase = Phase::Closed;
+        self.budget.release(key);
         if let Some(mut b) = c.bufs.take() {
             b.inbuf.clear();
             b.out.clear();
@@ -347,6 +354,16 @@ impl<M> Core<M> {
         let id = self.insert(Socket::from_fd(fd), None, Phase::Connecting)?;
         trace!(target: IO, "conn {} connect {addr} in progress", id.key);
         Ok(id)
+    }
+
+    /// Records the unfinished input `key`'s input buffer holds (nothing once it is empty).
+    pub(crate) fn note_inbuf(&mut self, key: usize) {
+        let held = self.conns[key]
+            .bufs
+            .as_ref()
+            .filter(|b| !b.inbuf.is_empty())
+            .map_or(0, |b| b.inbuf.capacity());
+        self.budget.set_inbuf(key, held);
     }
 
     /// Re-registers only when the wanted interest differs from what the poll has: a

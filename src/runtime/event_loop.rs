@@ -271,6 +271,7 @@ impl<H: Handler> EventLoop<H> {
         // 7. Reap.
         self.reap();
         self.core.stats.loop_iterations += 1;
+        self.core.stats.input_buffered = self.core.budget.total();
         // 8. Shutdown progress.
         if self.core.shutting_down {
             let done = self.core.conns.is_empty() && !self.handler.has_pending_work();

@@ -73,6 +73,20 @@ pub trait Handler: Sized {
     ) {
     }
 
+    /// The input all connections hold together went over `Config::max_buffered_input`, and this
+    /// connection holds the most (`held` bytes): answer if the protocol has a way to say so
+    /// (a WebSocket close 1009, an HTTP 503) and close. The default aborts it; a connection
+    /// still open afterwards is aborted anyway.
+    fn on_input_over_budget(
+        &mut self,
+        cx: &mut ContextOf<'_, Self>,
+        _conn: &mut Self::Conn,
+        _held: usize,
+    ) {
+        let id = cx.id();
+        cx.abort(id);
+    }
+
     /// The deadline armed with `Context::set_timer` passed. For an outgoing connection still
     /// connecting, this is its connect timeout (abort it, or leave it to the kernel's).
     fn on_timer(&mut self, _cx: &mut ContextOf<'_, Self>, _conn: &mut Self::Conn) {}
@@ -225,6 +239,15 @@ impl<'a, S, M> Context<'a, S, M> {
     /// Bytes queued for `id` and not yet written.
     pub fn pending_output(&self, id: ConnId) -> usize {
         self.core.get(id).map_or(0, |c| c.pending())
+    }
+
+    /// Reports the bytes `id`'s protocol holds of input that is not a whole message yet (the
+    /// fragments of a WebSocket message, say), beyond the unfinished tail the loop keeps for
+    /// it, so they count against `Config::max_buffered_input`. Report 0 once they are gone.
+    pub fn hold_input(&mut self, id: ConnId, bytes: usize) {
+        if self.core.get(id).is_some() {
+            self.core.budget.set_protocol(id.key, bytes);
+        }
     }
 
     /// Drops the output queued for `id` that the socket has not started on, keeping the chunk

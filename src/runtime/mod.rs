@@ -11,6 +11,7 @@
 
 mod accept;
 mod addr;
+mod budget;
 mod config;
 mod conn_io;
 pub mod connection;

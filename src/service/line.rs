@@ -15,6 +15,9 @@ use std::time::Duration;
 
 const LOG: &str = "readyloop::line";
 
+/// The reply before closing a client closed to keep the server's input budget.
+const OVER_BUDGET_REPLY: &[u8] = b"error: server input budget exceeded\n";
+
 /// Where a line that the service broadcasts goes besides this process' clients (the Redis
 /// relay, wired in by the dispatcher).
 pub type Relay<'r, S, M> = &'r mut dyn FnMut(&mut Context<'_, S, M>, &[u8]);
@@ -118,6 +121,14 @@ impl LineService {
             .collect();
         let n = cx.broadcast(&others, msg);
         debug!(target: LOG, "line pushed to {n} clients");
+    }
+
+    /// The server's input budget is spent and this client holds the most (a long unfinished
+    /// line): an error line, and a close.
+    pub fn on_input_over_budget<S, M>(&mut self, cx: &mut Context<'_, S, M>) {
+        let id = cx.id();
+        cx.send(id, OVER_BUDGET_REPLY);
+        cx.close(id);
     }
 
     /// A line client is gone.

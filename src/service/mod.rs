@@ -221,6 +221,8 @@ impl Server {
             bytes_read: s.bytes_read,
             bytes_written: s.bytes_written,
             loop_iterations: s.loop_iterations,
+            input_buffered: s.input_buffered as u64,
+            closed_over_budget: s.closed_over_budget,
             uptime_s: s.started.elapsed().as_secs_f64(),
             ..Snapshot::default()
         };
@@ -384,6 +386,20 @@ impl Handler for Server {
             _ => {
                 let id = cx.id();
                 cx.close(id);
+            }
+        }
+    }
+
+    fn on_input_over_budget(&mut self, cx: &mut Cx<'_>, conn: &mut Conn, _held: usize) {
+        match conn {
+            Conn::Line => self.line.on_input_over_budget(cx),
+            #[cfg(feature = "http")]
+            Conn::Http(http) => self.http.on_input_over_budget(cx, http),
+            #[cfg(feature = "websocket")]
+            Conn::Ws(ws) => self.ws.on_input_over_budget(cx, ws),
+            _ => {
+                let id = cx.id();
+                cx.abort(id);
             }
         }
     }

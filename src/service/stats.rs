@@ -60,6 +60,10 @@ pub struct Snapshot {
     pub bytes_written: u64,
     /// Loop iterations.
     pub loop_iterations: u64,
+    /// Bytes of unfinished input held now (against `--max-buffered`).
+    pub input_buffered: u64,
+    /// Connections closed to keep the input budget.
+    pub closed_over_budget: u64,
     /// Background tasks accepted since start.
     pub tasks_queued: u64,
     /// Tasks accepted and not yet done or failed.
@@ -81,7 +85,8 @@ pub fn json(s: &Snapshot) -> String {
         "{{\"connections\": {{\"http\": {}, \"ws\": {}, \"line\": {}, \"hello\": {}}}, \
          \"accepted_total\": {}, \"bytes_read\": {}, \"bytes_written\": {}, \
          \"loop_iterations\": {}, \"tasks_queued\": {}, \"tasks_in_flight\": {}, \
-         \"tasks_done\": {}, \"tasks_failed\": {}, \"uptime_s\": {:.3}, \"pid\": {}",
+         \"tasks_done\": {}, \"tasks_failed\": {}, \"input_buffered\": {}, \
+         \"closed_over_budget\": {}, \"uptime_s\": {:.3}, \"pid\": {}",
         c.http,
         c.ws,
         c.line,
@@ -94,6 +99,8 @@ pub fn json(s: &Snapshot) -> String {
         s.tasks_in_flight,
         s.tasks_done,
         s.tasks_failed,
+        s.input_buffered,
+        s.closed_over_budget,
         s.uptime_s,
         std::process::id(),
     );

@@ -193,10 +193,19 @@ impl WsService {
                 (Message::Close(code), _) => close(cx, &mut ws.phase, code.map(|(c, _)| c), ""),
             }
         }
+        // Fragments held by the decoder count against the server's input budget.
+        cx.hold_input(id, ws.decoder.buffered());
         if ws.phase == Phase::Closing {
             return data.len();
         }
         used
+    }
+
+    /// The server's input budget is spent and this connection holds the most: close 1009.
+    pub fn on_input_over_budget<S, M>(&mut self, cx: &mut Context<'_, S, M>, ws: &mut WsConn) {
+        ws.decoder.discard();
+        let why = "server input budget exceeded";
+        close(cx, &mut ws.phase, Some(CloseCode::TOO_BIG), why);
     }
 
     /// Delivers `text` to this process' `/ws` clients (from a local sender, or from another

@@ -102,6 +102,9 @@ enum State {
     Failed(DecodeError),
 }
 
+/// Capacity of the fragment buffer kept after a message is delivered: 64 KiB; more is freed.
+const KEEP_ASSEMBLED: usize = 64 * 1024;
+
 /// Decodes the frames one peer sends; one per connection.
 #[derive(Debug)]
 pub struct MessageDecoder {
@@ -157,6 +160,23 @@ impl MessageDecoder {
         self.max_message
     }
 
+    /// Bytes this decoder holds for a message in progress (the capacity of its fragments),
+    /// for the server's count of buffered input.
+    pub fn buffered(&self) -> usize {
+        self.assembled.capacity()
+    }
+
+    /// Frees the fragments of a message in progress (the connection is being closed: its
+    /// memory goes back at once, not when the connection is reaped). Nothing more is decoded.
+    pub fn discard(&mut self) {
+        self.assembled = Vec::new();
+        self.delivered = false;
+        self.state = State::Failed(DecodeError {
+            code: CloseCode::GOING_AWAY,
+            reason: "the connection is closing",
+        });
+    }
+
     /// True while a fragmented message is open (some fragments received, not the last).
     pub fn in_message(&self) -> bool {
         matches!(self.state, State::Fragmented(_))
@@ -180,6 +200,11 @@ impl MessageDecoder {
         }
         if self.delivered {
             self.assembled.clear();
+            // A connection that once sent a large fragmented message should not hold its
+            // capacity while idle: keep at most 64 KiB for the next one.
+            if self.assembled.capacity() > KEEP_ASSEMBLED {
+                self.assembled = Vec::new();
+            }
             self.delivered = false;
         }
 

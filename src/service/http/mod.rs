@@ -555,6 +555,22 @@ impl HttpService {
         }
     }
 
+    /// The server's input budget is spent and this connection holds the most (a request head
+    /// still arriving): 503, and a close.
+    pub fn on_input_over_budget<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn) {
+        let error = HttpError::new(503, "server input budget exceeded");
+        match conn.as_mut() {
+            Some(ex) => self.fail_request(cx, ex, &error),
+            None => {
+                let id = cx.id();
+                let mut out = Vec::new();
+                write_error(&mut out, &error);
+                cx.send(id, out);
+                cx.close(id);
+            }
+        }
+    }
+
     /// The client sent EOF: an upload it left unfinished is aborted.
     pub fn on_eof<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn) {
         let id = cx.id();
