@@ -45,6 +45,8 @@ serve options:
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
   --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
   --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
+  --tls-cert FILE --tls-key FILE  HTTPS and WSS on the HTTP listener (PEM: chain, key) [off]
+  --line-tls                 TLS on the line listener too (same certificate)
   --redis redis://IP:PORT[/db]  relay /ws and line broadcasts through Redis pub/sub [off]
   --workers N                N worker processes sharing the ports (SO_REUSEPORT) [off]
 ";
@@ -106,7 +108,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The error for a command or flag whose Cargo feature this build left out. (`--http ADDR` is
 /// refused by `Server::bind` itself; `--http off` is accepted by every build.)
-#[cfg(not(all(feature = "load", feature = "redis")))]
+#[cfg(not(all(feature = "load", feature = "redis", feature = "tls")))]
 fn missing_feature(feature: &str, what: &str) -> Box<dyn std::error::Error> {
     format!("{what}: this readyloop was built without the `{feature}` feature").into()
 }
@@ -162,6 +164,9 @@ fn serve(
     // Hidden: set by the parent of `--workers` on each worker it starts.
     let mut worker: Option<usize> = None;
     let mut stats_fd: i32 = -1;
+    #[cfg(feature = "tls")]
+    let (mut tls_cert, mut tls_key): (Option<std::path::PathBuf>, Option<std::path::PathBuf>) =
+        (None, None);
     while let Some(arg) = parser.next()? {
         let flag = match &arg {
             Long(name) => format!("--{name}"),
@@ -214,6 +219,16 @@ fn serve(
             Long("ws-max-pending") => cfg.web.ws_max_pending = number(parser, f)?,
             Long("broadcast-format") => cfg.web.broadcast_format = text(parser, f)?,
             Long("allowed-origin") => cfg.web.allowed_origins.push(text(parser, f)?),
+            #[cfg(feature = "tls")]
+            Long("tls-cert") => tls_cert = Some(text(parser, f)?.into()),
+            #[cfg(feature = "tls")]
+            Long("tls-key") => tls_key = Some(text(parser, f)?.into()),
+            #[cfg(feature = "tls")]
+            Long("line-tls") => cfg.line_tls = true,
+            #[cfg(not(feature = "tls"))]
+            Long("tls-cert" | "tls-key" | "line-tls") => {
+                return Err(missing_feature("tls", &flag));
+            }
             #[cfg(feature = "redis")]
             Long("redis") => {
                 cfg.redis = Some(text(parser, f)?.parse().map_err(|e| format!("{f}: {e}"))?)
@@ -230,6 +245,14 @@ fn serve(
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}").into()),
         }
+    }
+    #[cfg(feature = "tls")]
+    {
+        cfg.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(readyloop::service::config::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
     }
     if cfg.loop_config.low_watermark > cfg.loop_config.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
@@ -255,10 +278,11 @@ fn serve(
         (None, Some(n)) => return readyloop::supervisor::supervise(&cfg, n, args),
         (None, None) => {}
     }
+    let names = cfg.clone();
     let (mut ev, bound) = Server::bind(cfg)?;
     let mut out = std::io::stdout().lock();
     for (proto, addr) in &bound {
-        writeln!(out, "listening {} {}", proto.name(), addr)?;
+        writeln!(out, "listening {} {}", names.listener_name(*proto), addr)?;
     }
     out.flush()?;
     drop(out);

@@ -37,6 +37,8 @@
 
 use crate::runtime::{sys, Addr, EventLoop};
 use crate::service::stats::{self, SharedStats};
+#[cfg(feature = "http")]
+use crate::service::Protocol;
 use crate::service::{LineMode, ServeConfig, Server};
 use log::{debug, error, info, warn};
 use std::ffi::OsString;
@@ -207,10 +209,15 @@ pub fn supervise(
     let mut listen_fds = Vec::new();
     let mut unix_paths = Vec::new();
     let mut listening = Vec::new();
-    for (proto, flag, addr) in [
-        ("http", "--http", &cfg.http),
-        ("line", "--line", &cfg.line),
-        ("hello", "--hello", &cfg.hello),
+    #[cfg(feature = "http")]
+    let http = cfg.listener_name(Protocol::Http);
+    #[cfg(not(feature = "http"))]
+    let http = "http";
+    // (the name in `listening` lines, the protocol's own name, its flag, its address)
+    for (proto, base, flag, addr) in [
+        (http, "http", "--http", &cfg.http),
+        ("line", "line", "--line", &cfg.line),
+        ("hello", "hello", "--hello", &cfg.hello),
     ] {
         let local = match addr {
             None => {
@@ -226,7 +233,7 @@ pub fn supervise(
             Some(Addr::Unix(path)) => {
                 let socket = listen_unix(path)
                     .map_err(|e| format!("bind {proto} {}: {e}", path.display()))?;
-                listen_fds.push((proto, socket.as_raw_fd()));
+                listen_fds.push((base, socket.as_raw_fd()));
                 unix_paths.push(path.clone());
                 reserved.push(socket);
                 Addr::Unix(path.clone())

@@ -70,6 +70,9 @@ impl ListenSocket {
 struct Listener {
     /// `None` once closed (shutdown).
     socket: Option<ListenSocket>,
+    /// Every connection accepted here speaks TLS with this configuration.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     name: String,
     addr: Addr,
     /// A Unix socket file this loop created, removed when the listener closes.
@@ -179,12 +182,22 @@ impl Acceptor {
         info!("listening {name} {addr}");
         self.listeners.push(Listener {
             socket: Some(socket),
+            #[cfg(feature = "tls")]
+            tls: None,
             name: name.to_string(),
             addr,
             owned_path,
         });
         stats.open.push(0);
         Ok(ListenerId(index as u16))
+    }
+
+    /// Makes every connection accepted on `id` from now on speak TLS with `config`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, id: ListenerId, config: std::sync::Arc<rustls::ServerConfig>) {
+        if let Some(l) = self.listeners.get_mut(id.0 as usize) {
+            l.tls = Some(config);
+        }
     }
 
     /// The name and bound address of a listener.
@@ -333,6 +346,16 @@ impl Acceptor {
                 return;
             }
         };
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.listeners[index].tls {
+            match super::tls::TlsSession::server(config.clone()) {
+                Ok(session) => core.start_tls(id.key, session),
+                Err(e) => {
+                    warn!("TLS session for {peer}: {e}");
+                    core.close_now(id.key, None, super::id::CloseReason::Aborted);
+                }
+            }
+        }
         states.insert(id.key, state);
         if log::log_enabled!(target: IO, Level::Trace) {
             core.peers.insert(id.key, peer);

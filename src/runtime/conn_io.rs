@@ -12,6 +12,8 @@ use super::handler::{with_conn, ContextOf, Handler};
 use super::id::CloseReason;
 use super::out_queue::MAX_IOVECS;
 use super::states::States;
+#[cfg(feature = "tls")]
+use super::tls::TlsPhase;
 use log::{debug, trace, warn};
 use std::io::{self, IoSlice};
 
@@ -29,7 +31,13 @@ pub(crate) struct ConnIo<'a, H: Handler> {
     pub(crate) states: &'a mut States<H::Conn>,
     /// The one read buffer of the loop (uSockets): every `read` lands here, and only the
     /// unconsumed tail of an incomplete message is copied into the connection's own `inbuf`.
-    pub(crate) scratch: &'a mut [u8],
+    /// Taken out for the length of a read (so the bytes read can be lent to `deliver` while
+    /// the rest of `self` is borrowed) and put back.
+    pub(crate) scratch: &'a mut Vec<u8>,
+    /// TLS only: where a record's plaintext is handed to the handler (it may transform it in
+    /// place), and where small plaintext pieces are gathered into one record when sealing.
+    #[cfg(feature = "tls")]
+    pub(crate) plain: &'a mut Vec<u8>,
 }
 
 impl<H: Handler> ConnIo<'_, H> {
@@ -112,6 +120,12 @@ impl<H: Handler> ConnIo<'_, H> {
     /// said the peer closed (the FIN raises no further edge of its own), or when there was no
     /// event at all (deferred reads), we read on until `WouldBlock` or EOF.
     pub(crate) fn read_ready(&mut self, key: usize, until_would_block: bool) {
+        let mut scratch = std::mem::take(self.scratch);
+        self.read_into(key, until_would_block, &mut scratch);
+        *self.scratch = scratch;
+    }
+
+    fn read_into(&mut self, key: usize, until_would_block: bool, scratch: &mut [u8]) {
         let mut budget = READS_PER_EVENT;
         // Bytes left unconsumed while the handler had reading paused are offered first.
         if self
@@ -120,7 +134,7 @@ impl<H: Handler> ConnIo<'_, H> {
             .get(key)
             .is_some_and(|c| c.phase == Phase::Open && !c.paused() && c.inbuf_len() > 0)
         {
-            self.deliver(key, 0);
+            self.deliver(key, &mut []);
         }
         loop {
             let Some(c) = self.core.conns.get_mut(key) else {
@@ -135,8 +149,9 @@ impl<H: Handler> ConnIo<'_, H> {
                 return;
             }
             budget -= 1;
-            let asked = self.scratch.len();
-            match c.stream.read(self.scratch) {
+            let asked = scratch.len();
+            let tls = c.has(flags::TLS);
+            match c.stream.read(scratch) {
                 Ok(0) => {
                     trace!(target: IO, "{} read EOF", self.core.who(key));
                     self.on_peer_eof(key);
@@ -153,7 +168,11 @@ impl<H: Handler> ConnIo<'_, H> {
                         }
                         continue;
                     }
-                    self.deliver(key, n);
+                    if tls {
+                        self.receive_tls(key, &mut scratch[..n]);
+                    } else {
+                        self.deliver(key, &mut scratch[..n]);
+                    }
                     self.apply_backpressure(key);
                     if n < asked && !until_would_block {
                         trace!(target: IO, "{} short read: socket drained", self.core.who(key));
@@ -187,23 +206,23 @@ impl<H: Handler> ConnIo<'_, H> {
         }
     }
 
-    /// Hands `n` fresh bytes in the read buffer (plus any kept tail) to the handler, and keeps
-    /// what it did not consume.
-    fn deliver(&mut self, key: usize, n: usize) {
+    /// Hands `data` (fresh plaintext, after any kept tail) to the handler, and keeps what it
+    /// did not consume.
+    fn deliver(&mut self, key: usize, data: &mut [u8]) {
         let id = self.core.id_of(key);
+        let n = data.len();
         let kept = match self.core.conns[key].bufs.as_mut() {
             Some(b) if !b.inbuf.is_empty() => std::mem::take(&mut b.inbuf),
             _ => {
                 // Fast path: the handler reads straight from the loop's buffer; nothing is
                 // copied unless it leaves an incomplete message behind.
-                let data = &mut self.scratch[..n];
                 let used = with_conn(self.handler, self.core, self.states, id, |h, cx, conn| {
                     h.on_data(cx, conn, data)
                 })
                 .unwrap_or(n)
                 .min(n);
                 if used < n {
-                    self.keep_tail(key, used, n);
+                    self.keep_tail(key, &data[used..]);
                 }
                 self.check_budget();
                 return;
@@ -219,7 +238,7 @@ impl<H: Handler> ConnIo<'_, H> {
             self.core.close_now(key, None, CloseReason::Aborted);
             return;
         }
-        buf.extend_from_slice(&self.scratch[..n]);
+        buf.extend_from_slice(data);
         let used = self
             .call(key, |h, cx, conn| h.on_data(cx, conn, &mut buf))
             .unwrap_or(buf.len())
@@ -236,6 +255,81 @@ impl<H: Handler> ConnIo<'_, H> {
         self.core.release_buffers(key);
         self.core.note_inbuf(key);
         self.check_budget();
+    }
+
+    /// TLS: feeds the ciphertext just read to the session and delivers each record's
+    /// plaintext. The session is taken out of the connection meanwhile (the handler may touch
+    /// the connection), and put back unless the connection closed.
+    #[cfg(feature = "tls")]
+    fn receive_tls(&mut self, key: usize, fresh: &mut [u8]) {
+        let Some(mut tls) = self.core.conns[key]
+            .bufs
+            .as_mut()
+            .and_then(|b| b.tls.take())
+        else {
+            return;
+        };
+        let mut plain = std::mem::take(self.plain);
+        let outcome = tls.receive(fresh, &mut |record| {
+            self.deliver_record(key, record, &mut plain)
+        });
+        *self.plain = plain;
+        let open = self
+            .core
+            .conns
+            .get(key)
+            .is_some_and(|c| c.phase != Phase::Closed);
+        if !open {
+            return;
+        }
+        let has_output = tls.pending() > 0;
+        self.core.buffers(key).tls = Some(tls);
+        match outcome {
+            Ok(received) => {
+                if received.established || has_output {
+                    // Handshake records to send, or plaintext queued before the handshake
+                    // completed that can now be sealed.
+                    self.core.schedule_flush(key);
+                }
+                if received.peer_closed {
+                    trace!(target: IO, "{} TLS close_notify from the peer", self.core.who(key));
+                    self.on_peer_eof(key);
+                }
+            }
+            Err(_) => {
+                // The session failed (it logged why at debug): send the alert rustls queued,
+                // and close without a close_notify.
+                if let Some(tls) = self.core.buffers(key).tls.as_mut() {
+                    tls.close_notify_skipped();
+                }
+                let id = self.core.id_of(key);
+                self.core.close_gracefully(id);
+            }
+        }
+    }
+
+    /// TLS: one record's plaintext. Delivered from the loop's plaintext buffer (the handler may
+    /// rewrite it in place); kept for later while the handler has reading paused.
+    #[cfg(feature = "tls")]
+    fn deliver_record(&mut self, key: usize, record: &[u8], plain: &mut Vec<u8>) {
+        let Some(c) = self.core.conns.get(key) else {
+            return;
+        };
+        if c.phase != Phase::Open {
+            return;
+        }
+        if c.paused() {
+            self.keep_tail(key, record);
+            return;
+        }
+        plain.clear();
+        plain.extend_from_slice(record);
+        self.deliver(key, plain);
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn receive_tls(&mut self, key: usize, fresh: &mut [u8]) {
+        self.deliver(key, fresh);
     }
 
     /// Past the input budget, closes the connections holding the most until it is kept.
@@ -262,21 +356,18 @@ impl<H: Handler> ConnIo<'_, H> {
         }
     }
 
-    fn keep_tail(&mut self, key: usize, from: usize, to: usize) {
+    fn keep_tail(&mut self, key: usize, tail: &[u8]) {
         let max = self.core.config.max_inbuf;
         if self.core.conns[key].phase != Phase::Open {
             return;
         }
-        if to - from > max {
+        if self.core.conns[key].inbuf_len() + tail.len() > max {
             self.core.close_now(key, None, CloseReason::Aborted);
             return;
         }
-        self.core
-            .buffers(key)
-            .inbuf
-            .extend_from_slice(&self.scratch[from..to]);
+        self.core.buffers(key).inbuf.extend_from_slice(tail);
         self.core.note_inbuf(key);
-        trace!(target: IO, "{} kept {} byte tail", self.core.who(key), to - from);
+        trace!(target: IO, "{} kept {} byte tail", self.core.who(key), tail.len());
     }
 
     /// Rule: pending output over the high watermark stops reading until it drains below the
@@ -333,6 +424,11 @@ impl<H: Handler> ConnIo<'_, H> {
     /// budget is spent. Arms WRITABLE on a short write, drops it when the queue drains, and
     /// finishes a requested close.
     fn flush_outbuf(&mut self, key: usize) {
+        if self.core.conns.get(key).is_some_and(|c| c.has(flags::TLS)) {
+            #[cfg(feature = "tls")]
+            self.flush_tls(key);
+            return;
+        }
         let mut written = 0;
         loop {
             let Some(c) = self.core.conns.get_mut(key) else {
@@ -383,6 +479,94 @@ impl<H: Handler> ConnIo<'_, H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "{} write WouldBlock, {pending} pending", self.core.who(key));
+                    self.write_blocked(key);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{} write failed: {e}", self.core.who(key));
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
+                    return;
+                }
+            }
+        }
+        self.output_drained(key);
+    }
+
+    /// TLS: seals queued plaintext (once the handshake is done) and writes the ciphertext,
+    /// under the same rules as `flush_outbuf`; on a close, seals a close_notify before the FIN.
+    #[cfg(feature = "tls")]
+    fn flush_tls(&mut self, key: usize) {
+        /// Plaintext sealed per round: 64 KiB, then the ciphertext is written.
+        const SEAL_ROUND: usize = 64 * 1024;
+        let mut written = 0;
+        loop {
+            let Some(c) = self.core.conns.get_mut(key) else {
+                return;
+            };
+            if matches!(c.phase, Phase::Closed | Phase::Connecting) {
+                return;
+            }
+            let closing = c.phase == Phase::Closing;
+            let Some(b) = c.bufs.as_mut() else {
+                return;
+            };
+            let Some(tls) = b.tls.as_mut() else {
+                return;
+            };
+            if tls.pending() == 0 {
+                if !b.out.is_empty() && tls.phase() == TlsPhase::Established {
+                    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                    let count = b.out.io_slices(&mut iov);
+                    let taken = tls.seal(&iov[..count], SEAL_ROUND, self.plain);
+                    b.out.advance(taken);
+                    if taken == 0 {
+                        // The session would not seal: it is broken; nothing can be sent.
+                        self.core.close_now(key, None, CloseReason::Aborted);
+                        return;
+                    }
+                    continue;
+                }
+                if !b.out.is_empty() && tls.phase() == TlsPhase::Handshaking {
+                    // Plaintext waits for the handshake; the read side flushes again when it
+                    // completes.
+                    return;
+                }
+                if closing && b.out.is_empty() && tls.phase() != TlsPhase::Closed {
+                    tls.close_notify();
+                    if tls.pending() > 0 {
+                        continue;
+                    }
+                }
+                break;
+            }
+            if written >= WRITE_BUDGET {
+                self.core.schedule_flush(key);
+                return;
+            }
+            let pending = tls.pending();
+            match c.stream.write_vectored(&[IoSlice::new(tls.ciphertext())]) {
+                Ok(0) => {
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(io::ErrorKind::WriteZero));
+                    return;
+                }
+                Ok(n) => {
+                    tls.advance(n);
+                    written += n;
+                    self.core.stats.bytes_written += n as u64;
+                    if n < pending {
+                        trace!(target: IO, "{} write {n} of {pending} (TLS): partial, {} pending",
+                            self.core.who(key), pending - n);
+                        self.write_blocked(key);
+                        return;
+                    }
+                    trace!(target: IO, "{} write {n} of {pending} (TLS)", self.core.who(key));
+                    self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(target: IO, "{} write WouldBlock, {pending} pending (TLS)", self.core.who(key));
                     self.write_blocked(key);
                     return;
                 }

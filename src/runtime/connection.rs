@@ -11,6 +11,8 @@ use super::id::ListenerId;
 use super::out_queue::OutQueue;
 use super::socket::Socket;
 use super::timer::TimerId;
+#[cfg(feature = "tls")]
+use super::tls::TlsSession;
 
 /// Where a connection is in its life. Transitions only go down this list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,20 +51,43 @@ pub mod flags {
     pub const WRITE_BLOCKED: u8 = 32;
     /// A write came up short since the queue last drained: `on_drained` is owed.
     pub const DRAIN_OWED: u8 = 64;
+    /// The connection speaks TLS: its `Buffers` hold the session (see `tls.rs`).
+    pub const TLS: u8 = 128;
 }
 
-/// The buffers of a busy connection.
-#[derive(Debug, Default)]
+/// The buffers of a busy connection, and a TLS connection's session (which it always has:
+/// a TLS connection keeps its `Buffers`, with their buffers freed while idle).
+#[derive(Default)]
 pub struct Buffers {
     /// Only the unconsumed tail of an incomplete message.
     pub(crate) inbuf: Vec<u8>,
-    /// Output the kernel has not taken yet.
+    /// Output the kernel has not taken yet (plaintext, for a TLS connection: sealed at flush).
     pub(crate) out: OutQueue,
+    /// The TLS session, for a connection that speaks TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Box<TlsSession>>,
 }
 
 impl Buffers {
+    /// Nothing half-read, nothing to write, no session: the buffers can go back to the pool.
     pub(crate) fn is_empty(&self) -> bool {
-        self.inbuf.is_empty() && self.out.is_empty()
+        self.inbuf.is_empty() && self.out.is_empty() && !self.has_tls()
+    }
+
+    /// Bytes waiting to be written: queued plaintext, plus sealed ciphertext for TLS.
+    pub(crate) fn pending(&self) -> usize {
+        #[cfg(feature = "tls")]
+        let sealed = self.tls.as_ref().map_or(0, |t| t.pending());
+        #[cfg(not(feature = "tls"))]
+        let sealed = 0;
+        self.out.pending() + sealed
+    }
+
+    fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -104,7 +129,7 @@ impl Connection {
 
     /// Bytes queued and not yet written.
     pub(crate) fn pending(&self) -> usize {
-        self.bufs.as_ref().map_or(0, |b| b.out.pending())
+        self.bufs.as_ref().map_or(0, |b| b.pending())
     }
 
     /// Bytes of an incomplete message kept from earlier reads.

@@ -183,12 +183,18 @@ impl<M> Core<M> {
         buffers(&mut self.conns[key], &mut self.spare)
     }
 
-    /// Takes an emptied connection's buffers back into the pool.
+    /// Takes an emptied connection's buffers back into the pool. A TLS connection keeps its
+    /// `Buffers` (they hold the session), but with nothing in them they hold no memory.
     pub(crate) fn release_buffers(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
             if c.bufs.as_ref().is_some_and(|b| b.is_empty()) {
                 if let Some(b) = c.bufs.take() {
                     recycle(&mut self.spare, b);
+                }
+            } else if let Some(b) = c.bufs.as_mut() {
+                if b.inbuf.is_empty() && b.out.is_empty() {
+                    b.inbuf = Vec::new();
+                    b.out.free_storage();
                 }
             }
         }
@@ -356,6 +362,13 @@ impl<M> Core<M> {
         Ok(id)
     }
 
+    /// Makes slot `key`'s connection speak TLS through `session`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn start_tls(&mut self, key: usize, session: super::tls::TlsSession) {
+        self.buffers(key).tls = Some(Box::new(session));
+        self.conns[key].flags |= flags::TLS;
+    }
+
     /// Records the unfinished input `key`'s input buffer holds (nothing once it is empty).
     pub(crate) fn note_inbuf(&mut self, key: usize) {
         let held = self.conns[key]
@@ -417,8 +430,13 @@ fn buffers<'c>(c: &'c mut Connection, spare: &mut BufferPool) -> &'c mut Buffers
         .get_or_insert_with(|| spare.pop().unwrap_or_default())
 }
 
-/// Returns emptied buffers to the pool, trimmed to what is worth keeping.
+/// Returns emptied buffers to the pool, trimmed to what is worth keeping (a TLS session, if
+/// any, is dropped: it belonged to the connection).
 fn recycle(spare: &mut BufferPool, mut b: Box<Buffers>) {
+    #[cfg(feature = "tls")]
+    {
+        b.tls = None;
+    }
     if spare.len() >= SPARE_BUFFERS {
         return;
     }

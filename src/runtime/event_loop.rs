@@ -62,6 +62,9 @@ pub struct EventLoop<H: Handler> {
     events: Events,
     /// The one read buffer of the loop: every `read` lands here (see `ConnIo::scratch`).
     scratch: Vec<u8>,
+    /// TLS plaintext of one record, and plaintext gathered for sealing (see `ConnIo::plain`).
+    #[cfg(feature = "tls")]
+    plain: Vec<u8>,
     acceptor: Acceptor,
     rx: mpsc::Receiver<Envelope<H::Message>>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -81,6 +84,8 @@ impl<H: Handler> EventLoop<H> {
             core,
             states,
             scratch,
+            #[cfg(feature = "tls")]
+            plain: Vec::new(),
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             acceptor: Acceptor::default(),
@@ -114,6 +119,17 @@ impl<H: Handler> EventLoop<H> {
             addr,
             reuse_port,
         )
+    }
+
+    /// Makes listener `id` speak TLS: every connection it accepts from now on does its
+    /// handshake with `config` and then hands the handler plaintext, as any other.
+    #[cfg(feature = "tls")]
+    pub fn set_listener_tls(
+        &mut self,
+        id: ListenerId,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) {
+        self.acceptor.set_tls(id, config);
     }
 
     /// Serves an already bound, non-blocking TCP listener.
@@ -297,6 +313,8 @@ impl<H: Handler> EventLoop<H> {
             core: &mut self.core,
             states: &mut self.states,
             scratch: &mut self.scratch,
+            #[cfg(feature = "tls")]
+            plain: &mut self.plain,
         }
     }
 

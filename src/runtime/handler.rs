@@ -322,6 +322,26 @@ impl<'a, S, M> Context<'a, S, M> {
         Ok(id)
     }
 
+    /// `connect` over TLS: the handshake (with `config`, checking the server as `name`) runs
+    /// once the TCP connect completes, and the handler sees plaintext, as for any connection.
+    /// Output queued before the handshake completes is sealed and sent after it.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &mut self,
+        addr: impl Into<Addr>,
+        from: Option<std::net::IpAddr>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        state: S,
+    ) -> std::io::Result<ConnId> {
+        let session = super::tls::TlsSession::client(config, name)
+            .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
+        let id = self.core.connect(&addr.into(), from)?;
+        self.core.start_tls(id.key, session);
+        self.states.insert(id.key, state);
+        Ok(id)
+    }
+
     /// The loop's counters.
     pub fn stats(&self) -> &Stats {
         &self.core.stats

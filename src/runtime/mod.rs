@@ -25,6 +25,10 @@ mod socket;
 mod states;
 pub mod sys;
 pub mod timer;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub mod tls_config;
 
 pub use self::addr::Addr;
 pub use self::config::{Config, Stats};

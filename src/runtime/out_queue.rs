@@ -205,6 +205,14 @@ impl OutQueue {
         self.pending = 0;
     }
 
+    /// Frees all storage of an empty queue (one that stays with an idle connection, a TLS one,
+    /// rather than going back to the pool).
+    pub fn free_storage(&mut self) {
+        debug_assert!(self.is_empty());
+        self.chunks = VecDeque::new();
+        self.spare = Vec::new();
+    }
+
     /// Frees storage beyond what is worth keeping in the loop's pool of spare queues.
     pub fn shrink(&mut self) {
         debug_assert!(self.is_empty());

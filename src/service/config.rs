@@ -92,12 +92,61 @@ pub struct ServeConfig {
     pub redis: Option<RedisUrl>,
     /// The loop's own tunables.
     pub loop_config: Config,
+    /// TLS on the HTTP listener (HTTPS and WSS), and on the line listener with `line_tls`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsFiles>,
+    /// `--line-tls`: the line listener speaks TLS too (with the same certificate).
+    #[cfg(feature = "tls")]
+    pub line_tls: bool,
     /// Listeners inherited, already listening, from the supervisor of `--workers` (a Unix
     /// socket path cannot be bound twice): served as they are instead of binding the address.
     pub inherited: Vec<(Protocol, RawFd)>,
 }
 
+/// A certificate chain and its key, PEM files (`--tls-cert`, `--tls-key`).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key (not encrypted).
+    pub key: std::path::PathBuf,
+}
+
 impl ServeConfig {
+    /// The name of `protocol`'s listener in `listening` lines: `https` for HTTP with TLS.
+    pub fn listener_name(&self, protocol: Protocol) -> &'static str {
+        #[cfg(all(feature = "tls", feature = "http"))]
+        if protocol == Protocol::Http && self.tls.is_some() {
+            return "https";
+        }
+        protocol.name()
+    }
+
+    /// The TLS configuration of `protocol`'s listener, when it has one (this reads the PEM
+    /// files: start-up only).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(
+        &self,
+        protocol: Protocol,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        use crate::runtime::tls_config::server_config;
+        let Some(files) = &self.tls else {
+            return Ok(None);
+        };
+        match protocol {
+            #[cfg(feature = "http")]
+            Protocol::Http => {
+                let alpn = [crate::runtime::tls_config::ALPN_HTTP1];
+                server_config(&files.cert, &files.key, &alpn).map(Some)
+            }
+            Protocol::Line if self.line_tls => {
+                server_config(&files.cert, &files.key, &[]).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Checks what the server needs from its environment, so that a bad setting fails before
     /// any listener is bound or any `listening` line printed: the upload dir must be a
     /// directory we can create files in.
@@ -109,6 +158,14 @@ impl ServeConfig {
             let probe = dir.join(format!(".readyloop-probe-{}", std::process::id()));
             std::fs::File::create(&probe).map_err(fail)?;
             std::fs::remove_file(&probe).map_err(fail)?;
+        }
+        #[cfg(feature = "tls")]
+        if self.line_tls && self.tls.is_none() {
+            return Err("--line-tls needs --tls-cert FILE and --tls-key FILE".into());
+        }
+        #[cfg(feature = "tls")]
+        for protocol in Protocol::ALL {
+            self.tls_config(protocol)?;
         }
         Ok(())
     }
@@ -130,6 +187,10 @@ impl Default for ServeConfig {
             #[cfg(feature = "redis")]
             redis: None,
             loop_config: Config::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            line_tls: false,
             inherited: Vec::new(),
         }
     }

@@ -144,7 +144,7 @@ impl Server {
         for (protocol, addr) in wanted {
             let Some(addr) = addr else { continue };
             let inherited = config.inherited.iter().find(|(p, _)| *p == protocol);
-            let name = protocol.name();
+            let name = config.listener_name(protocol);
             let (id, local) = match inherited {
                 Some(&(_, fd)) => {
                     // SAFETY: the supervisor handed us this listening descriptor, ours alone.
@@ -158,6 +158,13 @@ impl Server {
                     .listen_at(name, addr, config.reuse_port)
                     .map_err(|e| io::Error::new(e.kind(), format!("bind {name} {addr}: {e}")))?,
             };
+            #[cfg(feature = "tls")]
+            if let Some(tls) = config
+                .tls_config(protocol)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            {
+                ev.set_listener_tls(id, tls);
+            }
             debug_assert_eq!(id.0 as usize, ev.handler().protocols.len());
             ev.handler_mut().protocols.push(protocol);
             bound.push((protocol, local));
