@@ -9,10 +9,12 @@
 //! again, the sink writes one line saying how many records were lost. The log is allowed to be
 //! incomplete; the server is not allowed to stop.
 //!
-//! What the logging thread pays per record: one uncontended mutex, a copy of the record into
-//! the queue, and, when the writer thread is asleep, one wake-up (a `futex` call). The writer
-//! holds the mutex only to swap the queue for its empty spare and to count written bytes, never
-//! while it writes, so the logging thread never waits behind the output.
+//! What the logging thread pays per record: one uncontended mutex and a copy of the record into
+//! the queue; a wake-up of the writer (a `futex` call) only for the first record after a quiet
+//! spell, because a writer that just wrote lingers a millisecond and takes what came meanwhile
+//! in one batch (`LINGER`). The writer holds the mutex only to swap the queue for its empty
+//! spare and to count written bytes, never while it writes, so the logging thread never waits
+//! behind the output.
 //!
 //! The sink knows nothing of levels or formats: a logger (the binary's `env_logger`) filters and
 //! formats, and hands each whole record to [`SinkWriter`], its `io::Write` end. Embedders can do
@@ -34,6 +36,15 @@ pub const CAPACITY: usize = 1 << 20;
 /// pipe's worth). A bigger one, left by a burst, is shrunk back once written, so an idle sink
 /// holds little memory.
 const KEEP_SPARE: usize = 64 * 1024;
+
+/// While records keep coming, the writer takes the queue at most once a millisecond (sooner
+/// when `WRITE_AT` bytes wait): a stream of records goes out in one `write` a millisecond
+/// instead of one `write`, and one wake-up of the writer, a record. A lone record still goes
+/// out at once; a stream reaches the output at most 1 ms later than it would one by one.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// Bytes waiting that the writer takes at once, lingering or not: 64 KiB, a pipe's worth.
+const WRITE_AT: usize = 64 * 1024;
 
 /// How long the writer waits before trying again when the output says `WouldBlock` (a stderr
 /// that another process sharing it set non-blocking): 10 ms, long enough not to spin a core,
@@ -252,23 +263,36 @@ impl Shared {
     }
 }
 
-/// The writer thread: take the whole queue as one batch, write it (blocking as long as the
-/// output does), then the warning about the drops that happened before the batch was taken;
+/// The writer thread: take the whole queue as one batch (lingering first, see `LINGER`), write
+/// it (blocking as long as the output does), then the warning about the drops that happened before the batch was taken;
 /// repeat. Drops while a batch is being written are told after the next batch, which may be
 /// empty: the warning comes as soon as the output takes bytes again, not with the next record.
 fn write_loop<W: Write>(sh: &Shared, mut out: W, dropped_line: &DroppedLine) {
     let mut batch: Vec<u8> = Vec::new();
+    let mut last_take: Option<Instant> = None;
     loop {
         let (records, report) = {
             let mut st = sh.lock();
-            while !st.has_work() {
-                if st.closed {
-                    return;
+            loop {
+                while !st.has_work() {
+                    if st.closed {
+                        return;
+                    }
+                    st.writer_asleep = true;
+                    st = sh.work.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                st.writer_asleep = true;
-                st = sh.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.writer_asleep = false;
+                // Linger (see `LINGER`): asleep in `thread::sleep`, not on `work`, so the
+                // records that come meanwhile cost their senders no wake-up.
+                let since = last_take.map_or(LINGER, |t| t.elapsed());
+                if since >= LINGER || st.queue.len() >= WRITE_AT || st.closed {
+                    break;
+                }
+                drop(st);
+                thread::sleep(LINGER - since);
+                st = sh.lock();
             }
-            st.writer_asleep = false;
+            last_take = Some(Instant::now());
             st.busy = true;
             std::mem::swap(&mut st.queue, &mut batch);
             (
