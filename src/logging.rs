@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 /// Bytes of records a sink holds at most, queued and being written: 1 MiB, about 10,000 lines
 /// of 100 bytes. Enough to ride out a reader that pauses for seconds (a busy journald, a
 /// terminal being scrolled) without losing a line; small enough that a reader that is gone for
-/// good costs a small host at most this much memory (plus the buffers' slack, below 2×).
+/// good costs a small host little: the queue and the batch being written are two buffers, each
+/// allocated to at most this size.
 pub const CAPACITY: usize = 1 << 20;
 
 /// The writer keeps an empty spare buffer of at most this capacity between bursts: 64 KiB (one
@@ -245,6 +246,13 @@ impl Shared {
         let mut st = self.lock();
         let fits = !st.closed && record.len() <= self.capacity - st.held;
         if fits {
+            // Grow by doubling, as `Vec` does, but never past the capacity.
+            let need = st.queue.len() + record.len();
+            if need > st.queue.capacity() {
+                let grown = need.max(2 * st.queue.capacity()).min(self.capacity);
+                let more = grown - st.queue.len();
+                st.queue.reserve_exact(more);
+            }
             st.queue.extend_from_slice(record);
             st.held += record.len();
             st.records += 1;
