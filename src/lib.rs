@@ -11,6 +11,11 @@
 //!   [`service::Server`], the one dispatcher where they meet.
 //! - [`supervisor`] (`serve --workers N`) and [`tools`] (`readyloop client`, `readyloop load`).
 //!
+//! Beside the layers, [`logging`] is a log sink that never blocks the thread that logs: records
+//! go into a bounded queue written out by a thread of its own, and what does not fit is dropped
+//! and counted (`log_dropped` in `/stats`). The binary's log goes through it; so can an
+//! embedder's. It depends on `std` alone.
+//!
 //! # Cargo features
 //!
 //! All on by default. Without any (`default-features = false`) the crate is the runtime, the
@@ -81,6 +86,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod logging;
 pub mod runtime;
 pub mod service;
 pub mod supervisor;

@@ -1,10 +1,12 @@
 //! The `readyloop` binary: argument parsing and process set-up around the library.
 //!
 //! `readyloop` alone is `readyloop serve`. Subcommands: `serve`, `client ADDR`, `load MODE`.
-//! Logging goes to stderr through `env_logger` (`RUST_LOG`, default `info`); stdout carries only
-//! what scripts read: the `listening <proto> <addr>` lines and the client's and load tool's output.
+//! Logging goes to stderr through `env_logger` (`RUST_LOG`, default `info`) and the library's
+//! non-blocking sink (`init_logging`); stdout carries only what scripts read: the
+//! `listening <proto> <addr>` lines and the client's and load tool's output.
 
 use lexopt::prelude::*;
+use readyloop::logging;
 use readyloop::service::{LineMode, Protocol, ServeConfig, Server};
 use readyloop::Addr;
 use std::io::Write;
@@ -52,25 +54,65 @@ serve options:
 ";
 
 fn main() -> ExitCode {
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    logger.format_timestamp(None);
-    // A worker of `serve --workers N` tags its lines with its index (they share stderr).
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(i) = args.windows(2).find(|w| w[0] == "--worker-index") {
-        let tag = format!("w{}", i[1].to_string_lossy());
-        logger.format(move |buf, r| {
-            writeln!(buf, "[{:<5} {} {tag}] {}", r.level(), r.target(), r.args())
-        });
+    let sink = init_logging();
+    let result = run();
+    // Records still queued are written before the process ends (bounded: a log nobody reads
+    // must not keep a stopping server alive).
+    if let Some(sink) = sink {
+        sink.flush(EXIT_LOG_FLUSH);
     }
-    logger.init();
-    match run() {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("readyloop: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// How long `main` waits at exit for the log sink to write what is queued: 2 s, far more than a
+/// full 1 MiB queue takes to reach a terminal, a file or a pipe that is being read, and short
+/// enough that a log nobody reads delays an exit only a little (the shutdown itself is bounded
+/// by `--shutdown-timeout`).
+const EXIT_LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// Logging for every subcommand: `env_logger` filters (`RUST_LOG`, default `info`) and formats;
+/// the formatted records go to stderr through `readyloop::logging`'s sink, so the thread that
+/// logs (the loop's) never waits for stderr: when stderr is not read, records are dropped and
+/// counted, and one warning says how many once it is read again. A worker of
+/// `serve --workers N` tags its lines with its index (they share stderr). Returns the sink, or
+/// `None` when its thread could not start (then env_logger writes to stderr itself).
+fn init_logging() -> Option<&'static logging::LogSink> {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_timestamp(None);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let tag = args
+        .windows(2)
+        .find(|w| w[0] == "--worker-index")
+        .map(|w| format!(" w{}", w[1].to_string_lossy()));
+    if let Some(tag) = tag.clone() {
+        logger.format(move |buf, r| {
+            writeln!(buf, "[{:<5} {}{tag}] {}", r.level(), r.target(), r.args())
+        });
+    }
+    let tag = tag.unwrap_or_default();
+    let dropped_line = move |n| {
+        format!(
+            "[WARN  readyloop::log{tag}] {}\n",
+            logging::dropped_message(n)
+        )
+    };
+    let sink =
+        logging::LogSink::with_dropped_line(std::io::stderr(), logging::CAPACITY, dropped_line)
+            .map_err(|e| eprintln!("readyloop: log thread: {e}; logging to stderr directly"))
+            .ok()
+            .and_then(|sink| logging::install(sink).ok());
+    if let Some(sink) = sink {
+        logger.target(env_logger::Target::Pipe(Box::new(sink.writer())));
+    }
+    logger.init();
+    sink
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

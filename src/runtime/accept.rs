@@ -333,7 +333,11 @@ impl Acceptor {
         core.stats.accepted_total += 1;
         let listener = ListenerId(index as u16);
         let Some(state) = handler.accept(listener, &peer) else {
-            debug!("listener {} refused {peer}", self.listeners[index].name);
+            debug!(
+                "listener {} refused {}",
+                self.listeners[index].name,
+                peer.as_peer()
+            );
             return;
         };
         if core.config.nodelay && peer.ip().is_some() {
@@ -342,7 +346,7 @@ impl Acceptor {
         let id = match core.insert(stream, Some(listener), Phase::Open) {
             Ok(id) => id,
             Err(e) => {
-                warn!("register {peer} failed: {e}");
+                warn!("register {} failed: {e}", peer.as_peer());
                 return;
             }
         };

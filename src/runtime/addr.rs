@@ -30,6 +30,27 @@ impl Addr {
             Addr::Unix(_) => None,
         }
     }
+
+    /// This address as a log line shows a peer (see `AsPeer`).
+    pub(crate) fn as_peer(&self) -> AsPeer<'_> {
+        AsPeer(self)
+    }
+}
+
+/// A peer's address in a log line: as `Display` writes it, except that a Unix peer's path is
+/// quoted and escaped (`{:?}`: control characters, invalid UTF-8, bidirectional overrides). A
+/// client picks that path itself (it may bind its socket anywhere it can write), so written raw
+/// it could put terminal escapes or a forged line in the log; an IP address cannot. The runtime
+/// imports no codec, hence not `codec::escape`; a `sun_path` is at most 108 bytes, nothing to cut.
+pub(crate) struct AsPeer<'a>(&'a Addr);
+
+impl fmt::Display for AsPeer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Addr::Unix(p) if !p.as_os_str().is_empty() => write!(f, "{UNIX_PREFIX}{p:?}"),
+            addr => write!(f, "{addr}"),
+        }
+    }
 }
 
 impl From<SocketAddr> for Addr {
@@ -89,5 +110,17 @@ mod tests {
             .unwrap_err()
             .contains("not an address"));
         assert!("::1:80".parse::<Addr>().is_err());
+    }
+
+    #[test]
+    fn a_unix_peer_path_is_escaped_in_the_log() {
+        let peer = Addr::Unix(PathBuf::from("/tmp/\u{1b}[2J\r[INFO] forged\u{202e}"));
+        assert_eq!(
+            peer.as_peer().to_string(),
+            "unix:\"/tmp/\\u{1b}[2J\\r[INFO] forged\\u{202e}\""
+        );
+        assert_eq!(Addr::Unix(PathBuf::new()).as_peer().to_string(), "unix:");
+        let ip: Addr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(ip.as_peer().to_string(), "127.0.0.1:9");
     }
 }

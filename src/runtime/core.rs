@@ -81,7 +81,7 @@ pub(crate) struct Who<'a>(pub(crate) usize, pub(crate) &'a HashMap<usize, Addr>)
 impl std::fmt::Display for Who<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.1.get(&self.0) {
-            Some(peer) => write!(f, "conn {} {}", self.0, peer),
+            Some(peer) => write!(f, "conn {} {}", self.0, peer.as_peer()),
             None => write!(f, "conn {}", self.0),
         }
     }

@@ -230,6 +230,7 @@ impl Server {
             loop_iterations: s.loop_iterations,
             input_buffered: s.input_buffered as u64,
             closed_over_budget: s.closed_over_budget,
+            log_dropped: crate::logging::dropped(),
             uptime_s: s.started.elapsed().as_secs_f64(),
             ..Snapshot::default()
         };

@@ -26,6 +26,7 @@
 //! publisher down, its queue over `MAX_PUBLISH_BACKLOG`, or in flight when the link dropped) is
 //! counted in `redis_unrelayed` (`/stats`) and logged when the link comes back.
 
+use crate::codec::escape::escaped;
 use crate::codec::resp::{decode, encode_command, Value};
 use crate::runtime::{CloseReason, ConnId, Context};
 use log::{debug, info, warn};
@@ -47,6 +48,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_PUBLISH_BACKLOG: usize = 8 << 20;
 /// Length of the origin prefix of a published message: 16 hex digits and a space.
 const ORIGIN_LEN: usize = 17;
+/// Items of an array a log line shows (the rest are counted): 4, enough for any reply we
+/// expect (`message`, channel, payload), and a bound on what a stray value puts in the log.
+const SHOWN_ITEMS: usize = 4;
+
+/// A RESP value as a log line shows it: strings escaped and cut (`codec::escape`), arrays to
+/// their first `SHOWN_ITEMS` items. What Redis sends carries what other processes' clients sent.
+struct Shown<'v, 'a>(&'v Value<'a>);
+
+impl std::fmt::Display for Shown<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Value::Simple(s) => write!(f, "simple \"{}\"", escaped(s)),
+            Value::Error(e) => write!(f, "error \"{}\"", escaped(e)),
+            Value::Integer(n) => write!(f, "integer {n}"),
+            Value::Bulk(b) => write!(f, "bulk \"{}\"", escaped(b)),
+            Value::Nil => f.write_str("nil"),
+            Value::Array(items) => {
+                write!(f, "array of {} [", items.len())?;
+                for (i, item) in items.iter().take(SHOWN_ITEMS).enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    write!(f, "{sep}{}", Shown(item))?;
+                }
+                let more = if items.len() > SHOWN_ITEMS {
+                    ", …"
+                } else {
+                    ""
+                };
+                write!(f, "{more}]")
+            }
+        }
+    }
+}
 
 /// Where Redis is: `redis://HOST:PORT[/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,11 +487,11 @@ impl RedisRelay {
             }
             Value::Error(e) => {
                 self.unrelayed += 1;
-                warn!(target: LOG, "conn {id}: redis refused PUBLISH: {}", String::from_utf8_lossy(e));
+                warn!(target: LOG, "conn {id}: redis refused PUBLISH: {}", escaped(e));
                 true
             }
             other => {
-                warn!(target: LOG, "conn {id}: unexpected reply to PUBLISH: {other:?}");
+                warn!(target: LOG, "conn {id}: unexpected reply to PUBLISH: {}", Shown(&other));
                 false
             }
         }
@@ -475,11 +508,11 @@ impl RedisRelay {
         let items = match value {
             Value::Array(items) => items,
             Value::Error(e) => {
-                warn!(target: LOG, "conn {id}: redis refused SUBSCRIBE: {}", String::from_utf8_lossy(e));
+                warn!(target: LOG, "conn {id}: redis refused SUBSCRIBE: {}", escaped(e));
                 return false;
             }
             other => {
-                warn!(target: LOG, "conn {id}: unexpected value on the subscription: {other:?}");
+                warn!(target: LOG, "conn {id}: unexpected value on the subscription: {}", Shown(&other));
                 return false;
             }
         };
@@ -491,7 +524,7 @@ impl RedisRelay {
             (Some(b"message"), Some(channel), Some(Value::Bulk(payload))) => {
                 let Some(group) = Group::ALL.into_iter().find(|&g| self.channel(g) == channel)
                 else {
-                    debug!(target: LOG, "conn {id}: message on unknown channel {}", String::from_utf8_lossy(channel));
+                    debug!(target: LOG, "conn {id}: message on unknown channel {}", escaped(channel));
                     return true;
                 };
                 let msg = match split_origin(payload) {
@@ -504,7 +537,7 @@ impl RedisRelay {
                 true
             }
             (Some(b"subscribe"), Some(channel), Some(Value::Integer(_))) => {
-                debug!(target: LOG, "conn {id}: subscribed to {}", String::from_utf8_lossy(channel));
+                debug!(target: LOG, "conn {id}: subscribed to {}", escaped(channel));
                 match self.link(Role::Subscriber).state {
                     State::Subscribing(sid, 1) if sid == id => self.up(cx, Role::Subscriber, id),
                     State::Subscribing(sid, left) if sid == id => {
@@ -515,7 +548,8 @@ impl RedisRelay {
                 true
             }
             _ => {
-                debug!(target: LOG, "conn {id}: ignoring {items:?} on the subscription");
+                let items = Value::Array(items);
+                debug!(target: LOG, "conn {id}: ignoring {} on the subscription", Shown(&items));
                 true
             }
         }
@@ -596,6 +630,25 @@ pub struct RelayCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_in_the_log_are_escaped_and_cut() {
+        let v = Value::Array(vec![
+            Value::Bulk(b"message"),
+            Value::Bulk(b"readyloop:ws"),
+            Value::Bulk(b"\x1b[2Jhi\r\n"),
+            Value::Integer(1),
+            Value::Nil,
+        ]);
+        assert_eq!(
+            Shown(&v).to_string(),
+            "array of 5 [bulk \"message\", bulk \"readyloop:ws\", bulk \"\\u{1b}[2Jhi\\r\\n\", integer 1, …]"
+        );
+        assert_eq!(
+            Shown(&Value::Error(b"ERR \x7f")).to_string(),
+            "error \"ERR \\u{7f}\""
+        );
+    }
 
     #[test]
     fn parses_redis_urls() {

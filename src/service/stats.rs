@@ -72,6 +72,9 @@ pub struct Snapshot {
     pub tasks_done: u64,
     /// Tasks failed.
     pub tasks_failed: u64,
+    /// Log records dropped because the log output could not keep up (`crate::logging`; 0 when
+    /// no sink is installed).
+    pub log_dropped: u64,
     /// Seconds since the loop started.
     pub uptime_s: f64,
     /// The Redis relay, with `--redis`.
@@ -86,7 +89,7 @@ pub fn json(s: &Snapshot) -> String {
          \"accepted_total\": {}, \"bytes_read\": {}, \"bytes_written\": {}, \
          \"loop_iterations\": {}, \"tasks_queued\": {}, \"tasks_in_flight\": {}, \
          \"tasks_done\": {}, \"tasks_failed\": {}, \"input_buffered\": {}, \
-         \"closed_over_budget\": {}, \"uptime_s\": {:.3}, \"pid\": {}",
+         \"closed_over_budget\": {}, \"log_dropped\": {}, \"uptime_s\": {:.3}, \"pid\": {}",
         c.http,
         c.ws,
         c.line,
@@ -101,6 +104,7 @@ pub fn json(s: &Snapshot) -> String {
         s.tasks_failed,
         s.input_buffered,
         s.closed_over_budget,
+        s.log_dropped,
         s.uptime_s,
         std::process::id(),
     );
@@ -114,8 +118,9 @@ pub fn json(s: &Snapshot) -> String {
     out
 }
 
-/// 64-bit words per worker slot (one cache line pair; indices below).
-const SLOT_WORDS: usize = 16;
+/// 64-bit words per worker slot: 24 (192 bytes, three cache lines), of which 17 are used
+/// (indices below) and the rest are room for more counters.
+const SLOT_WORDS: usize = 24;
 const W_PID: usize = 0;
 const W_PUBLISHED_MS: usize = 1;
 const W_STARTED_MS: usize = 2;
@@ -132,8 +137,9 @@ const W_TASKS_DONE: usize = 13;
 const W_TASKS_FAILED: usize = 14;
 /// Written by the parent: how many times this slot's worker was restarted.
 const W_RESTARTS: usize = 15;
+const W_LOG_DROPPED: usize = 16;
 /// The summed counters, with their `/stats` names.
-const SUMMED: [(&str, usize); 8] = [
+const SUMMED: [(&str, usize); 9] = [
     ("accepted_total", W_ACCEPTED),
     ("bytes_read", W_READ),
     ("bytes_written", W_WRITTEN),
@@ -142,6 +148,7 @@ const SUMMED: [(&str, usize); 8] = [
     ("tasks_in_flight", W_TASKS_IN_FLIGHT),
     ("tasks_done", W_TASKS_DONE),
     ("tasks_failed", W_TASKS_FAILED),
+    ("log_dropped", W_LOG_DROPPED),
 ];
 
 /// One slot of counters per worker in memory shared by the supervisor and all workers (a `memfd`
@@ -229,19 +236,22 @@ impl SharedStats {
             .map(|(k, n)| format!("{n} {}", self.get(i, W_CONNS + k)))
             .collect();
         format!(
-            "restarts {}, connections {}, accepted {}, read {} B, written {} B",
+            "restarts {}, connections {}, accepted {}, read {} B, written {} B, log dropped {}",
             self.get(i, W_RESTARTS),
             conns.join(" "),
             self.get(i, W_ACCEPTED),
             self.get(i, W_READ),
             self.get(i, W_WRITTEN),
+            self.get(i, W_LOG_DROPPED),
         )
     }
 
     /// Zeroes slot `i` (its worker exited), all but the restart count.
     pub fn clear(&self, i: usize) {
-        for w in self.slot(i).iter().take(W_RESTARTS) {
-            w.store(0, Ordering::Relaxed);
+        for (k, w) in self.slot(i).iter().enumerate() {
+            if k != W_RESTARTS {
+                w.store(0, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -289,6 +299,7 @@ pub fn publish(s: &Snapshot) {
     set(W_TASKS_IN_FLIGHT, s.tasks_in_flight);
     set(W_TASKS_DONE, s.tasks_done);
     set(W_TASKS_FAILED, s.tasks_failed);
+    set(W_LOG_DROPPED, s.log_dropped);
     set(W_PID, u64::from(std::process::id()));
     set(W_PUBLISHED_MS, unix_ms());
 }
@@ -364,9 +375,11 @@ mod tests {
             slot[W_STARTED_MS].store(unix_ms(), Ordering::Relaxed);
             slot[W_CONNS + 2].store(10 + i as u64, Ordering::Relaxed); // line
             slot[W_ACCEPTED].store(1000, Ordering::Relaxed);
+            slot[W_LOG_DROPPED].store(5 + i as u64, Ordering::Relaxed);
         }
         // Slot 1 holds a dead worker's leftovers, cleared by the parent.
         stats.slot(1)[W_ACCEPTED].store(7, Ordering::Relaxed);
+        stats.slot(1)[W_LOG_DROPPED].store(7, Ordering::Relaxed);
         stats.clear(1);
         let json = summed_json(&stats, Some(2));
         assert!(
@@ -375,6 +388,7 @@ mod tests {
         );
         assert!(json.contains("\"line\": 22"), "{json}");
         assert!(json.contains("\"accepted_total\": 2000"), "{json}");
+        assert!(json.contains("\"log_dropped\": 12"), "{json}");
         assert!(
             json.contains("\"pid\": 100") && json.contains("\"pid\": 102"),
             "{json}"

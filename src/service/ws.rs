@@ -16,6 +16,7 @@
 //!   connection is closed after the flush (the loop's lingering close bounds the wait).
 
 use super::config::WebConfig;
+use crate::codec::escape::escaped;
 use crate::codec::http::{RequestHead, Response};
 use crate::codec::ws::close::{close_frame, CloseCode};
 use crate::codec::ws::frame::{frame, OpCode};
@@ -112,7 +113,14 @@ impl WsService {
             .map_err(|e| Response::text(e.status(), e.reason()).headers(e.headers()))?;
         let allowed = &self.allowed_origins;
         if !allowed.is_empty() && !head.origin.as_ref().is_some_and(|o| allowed.contains(o)) {
-            warn!(target: LOG, "conn {id}: WebSocket origin {:?} refused", head.origin);
+            match &head.origin {
+                Some(o) => {
+                    warn!(target: LOG, "conn {id}: WebSocket origin \"{}\" refused", escaped(o))
+                }
+                None => {
+                    warn!(target: LOG, "conn {id}: WebSocket upgrade without an origin refused")
+                }
+            }
             return Err(Response::text(403, "origin not allowed"));
         }
         cx.send(id, handshake::response(&handshake::accept_key(key)));
@@ -190,7 +198,12 @@ impl WsService {
                 }
                 (Message::Pong(_), _) => {}
                 // Echo the peer's code (§5.5.1); a close without a code is answered without one.
-                (Message::Close(code), _) => close(cx, &mut ws.phase, code.map(|(c, _)| c), ""),
+                (Message::Close(code), _) => {
+                    if let Some((c, why)) = code {
+                        debug!(target: LOG, "conn {id}: the peer closes with {c} \"{}\"", escaped(why));
+                    }
+                    close(cx, &mut ws.phase, code.map(|(c, _)| c), "")
+                }
             }
         }
         // Fragments held by the decoder count against the server's input budget.

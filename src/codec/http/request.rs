@@ -20,6 +20,7 @@
 //! (see `response::write_error`) and closes the connection once that is flushed.
 //! The parser keeps returning the same error if it is called again.
 
+use crate::codec::escape::escaped;
 use std::fmt;
 
 /// Log target for protocol-level messages: `RUST_LOG=readyloop::http=debug` shows just these.
@@ -399,7 +400,7 @@ impl RequestParser {
             target: LOG,
             "request {} {} HTTP/1.{} ({len} byte head, body {:?}, keep-alive {})",
             head.method,
-            head.path,
+            escaped(&head.path),
             head.version_minor,
             head.body,
             head.keep_alive
