@@ -20,7 +20,7 @@ use super::upload_dir::{
     done_line, failed_line, hex, DeadRun, Locked, Record, Seal, TaskId, UploadDir, LOG_TARGET,
 };
 use crate::codec::escape::escaped;
-use sha2::{Digest, Sha256};
+use hmac_sha256::Hash as Sha256;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read};

@@ -52,7 +52,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use sha2::{Digest, Sha256};
+use hmac_sha256::Hash as Sha256;
 
 use super::recovery;
 pub use super::upload_dir::TaskId;
@@ -1032,7 +1032,7 @@ mod tests {
             panic!("big upload failed: {status:?}");
         };
         assert_eq!(bytes, body.len() as u64);
-        assert_eq!(sha256, hex(&Sha256::digest(&body)));
+        assert_eq!(sha256, hex(&Sha256::hash(&body)));
         assert_eq!(dir.read("big.bin"), body);
         store.shutdown();
         assert!(dir.failed_lines().is_empty());
@@ -1319,7 +1319,7 @@ mod tests {
                 name: name.into(),
                 original: format!("C:\\{name}"),
                 bytes: data.len() as u64,
-                sha256: hex(&Sha256::digest(data)),
+                sha256: hex(&Sha256::hash(data)),
             };
             fs::write(run.join(format!("{task}.sealed")), seal.to_line()).unwrap();
         };
@@ -1338,7 +1338,7 @@ mod tests {
         fs::write(run.join("8.part"), b"EIGHT").unwrap();
         // 9: logged already (its clean-up was cut short).
         sealed(9, "nine.txt", b"nine");
-        let line = done_line(9, "nine.txt", "nine.txt", 4, &hex(&Sha256::digest(b"nine")));
+        let line = done_line(9, "nine.txt", "nine.txt", 4, &hex(&Sha256::hash(b"nine")));
         let mut log = OpenOptions::new()
             .append(true)
             .open(dir.path().join(LOG_FILE))
