@@ -10,6 +10,7 @@ use crate::codec::escape::escaped;
 use crate::codec::line::{next_line, LineTooLong, TOO_LONG_REPLY};
 use crate::runtime::{CloseReason, ConnId, Context};
 use log::{debug, warn};
+use slab::Slab;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,14 +23,24 @@ const OVER_BUDGET_REPLY: &[u8] = b"error: server input budget exceeded\n";
 /// relay, wired in by the dispatcher).
 pub type Relay<'r, S, M> = &'r mut dyn FnMut(&mut Context<'_, S, M>, &[u8]);
 
+/// A line connection's state: its key in the broadcast audience (broadcast mode only). Four
+/// bytes, so the server's per-connection state does not grow for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineConn(u32);
+
+impl LineConn {
+    /// A connection that is not (yet) in the audience.
+    pub const OUT: LineConn = LineConn(u32::MAX);
+}
+
 /// The line service's settings and its broadcast audience.
 pub struct LineService {
     mode: LineMode,
     max_line: usize,
     idle_timeout: Option<Duration>,
-    /// Open line connections, in the order they connected (broadcast recipients; empty in
-    /// echo mode, which keeps nothing per client).
-    clients: Vec<ConnId>,
+    /// Open line connections (broadcast recipients; empty in echo mode, which keeps nothing
+    /// per client). A slab, so a disconnect is O(1) however many clients there are.
+    clients: Slab<ConnId>,
 }
 
 impl LineService {
@@ -40,7 +51,7 @@ impl LineService {
             mode,
             max_line,
             idle_timeout,
-            clients: Vec::new(),
+            clients: Slab::new(),
         }
     }
 
@@ -53,10 +64,10 @@ impl LineService {
     }
 
     /// A line client connected.
-    pub fn on_open<S, M>(&mut self, cx: &mut Context<'_, S, M>) {
+    pub fn on_open<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut LineConn) {
         let id = cx.id();
         if self.mode == LineMode::Broadcast {
-            self.clients.push(id);
+            *conn = LineConn(self.clients.insert(id) as u32);
             debug!(target: LOG, "conn {id} joined ({} line clients)", self.clients.len());
         }
         self.arm_idle(cx);
@@ -116,7 +127,7 @@ impl LineService {
         let others: Vec<ConnId> = self
             .clients
             .iter()
-            .copied()
+            .map(|(_, &c)| c)
             .filter(|&c| Some(c) != except)
             .collect();
         let n = cx.broadcast(&others, msg);
@@ -132,9 +143,9 @@ impl LineService {
     }
 
     /// A line client is gone.
-    pub fn on_close(&mut self, id: ConnId, why: CloseReason) {
-        if self.mode == LineMode::Broadcast {
-            self.clients.retain(|&c| c != id);
+    pub fn on_close(&mut self, id: ConnId, conn: LineConn, why: CloseReason) {
+        if conn != LineConn::OUT {
+            self.clients.try_remove(conn.0 as usize);
             debug!(target: LOG, "conn {id} left ({why:?}, {} line clients)", self.clients.len());
         }
     }

@@ -29,7 +29,7 @@ pub use self::config::{LineMode, Protocol, ServeConfig, WebConfig};
 use self::hello::Hello;
 #[cfg(feature = "http")]
 use self::http::{Delegated, HttpConn, HttpService, Progress, TaskUpdate, UploadStore};
-use self::line::LineService;
+use self::line::{LineConn, LineService};
 #[cfg(feature = "redis")]
 use self::redis_relay::{Group, RedisRelay, Role};
 use self::stats::{Connections, Snapshot};
@@ -53,8 +53,8 @@ type Cx<'a> = ContextOf<'a, Server>;
 pub enum Conn {
     /// A hello connection.
     Hello,
-    /// A line connection.
-    Line,
+    /// A line connection (its place in the broadcast audience).
+    Line(LineConn),
     /// An HTTP connection: `None` between requests, the request in progress otherwise.
     #[cfg(feature = "http")]
     Http(HttpConn),
@@ -305,7 +305,7 @@ impl Handler for Server {
     fn accept(&mut self, listener: ListenerId, _peer: &Addr) -> Option<Conn> {
         Some(match self.protocols.get(listener.0 as usize)? {
             Protocol::Hello => Conn::Hello,
-            Protocol::Line => Conn::Line,
+            Protocol::Line => Conn::Line(LineConn::OUT),
             #[cfg(feature = "http")]
             Protocol::Http => Conn::Http(None),
         })
@@ -314,7 +314,7 @@ impl Handler for Server {
     fn on_open(&mut self, cx: &mut Cx<'_>, conn: &mut Conn) {
         match conn {
             Conn::Hello => self.hello.on_open(cx),
-            Conn::Line => self.line.on_open(cx),
+            Conn::Line(line) => self.line.on_open(cx, line),
             #[cfg(feature = "http")]
             Conn::Http(_) => self.http.on_open(cx),
             #[cfg(feature = "websocket")]
@@ -332,7 +332,7 @@ impl Handler for Server {
         match conn {
             // A hello client has nothing to say; its bytes are read and dropped.
             Conn::Hello => data.len(),
-            Conn::Line => {
+            Conn::Line(_) => {
                 #[cfg(feature = "redis")]
                 let redis = &mut self.redis;
                 let mut relay = |cx: &mut Cx<'_>, line: &[u8]| {
@@ -400,7 +400,7 @@ impl Handler for Server {
 
     fn on_input_over_budget(&mut self, cx: &mut Cx<'_>, conn: &mut Conn, _held: usize) {
         match conn {
-            Conn::Line => self.line.on_input_over_budget(cx),
+            Conn::Line(_) => self.line.on_input_over_budget(cx),
             #[cfg(feature = "http")]
             Conn::Http(http) => self.http.on_input_over_budget(cx, http),
             #[cfg(feature = "websocket")]
@@ -431,7 +431,7 @@ impl Handler for Server {
                     redis.on_timer(cx, *role);
                 }
             }
-            Conn::Hello | Conn::Line => {
+            Conn::Hello | Conn::Line(_) => {
                 let id = cx.id();
                 info!("conn {id}: idle timeout, closing");
                 cx.close(id);
@@ -443,7 +443,7 @@ impl Handler for Server {
     fn on_close(&mut self, cx: &mut Cx<'_>, id: ConnId, conn: Conn, why: CloseReason) {
         match conn {
             Conn::Hello => {}
-            Conn::Line => self.line.on_close(id, why),
+            Conn::Line(line) => self.line.on_close(id, line, why),
             #[cfg(feature = "http")]
             Conn::Http(http) => self.http.on_close(id, http, why),
             #[cfg(feature = "websocket")]
@@ -486,7 +486,7 @@ impl Handler for Server {
                     Some(redis) => redis.on_shutdown(cx, id, *role),
                     None => cx.abort(id),
                 },
-                Conn::Hello | Conn::Line => cx.close(id),
+                Conn::Hello | Conn::Line(_) => cx.close(id),
             });
         }
     }
