@@ -284,6 +284,11 @@ impl<H: Handler> ConnIo<'_, H> {
         }
         let has_output = tls.pending() > 0;
         self.core.buffers(key).tls = Some(tls);
+        self.core.note_inbuf(key);
+        self.check_budget();
+        if self.core.conns[key].phase == Phase::Closed {
+            return;
+        }
         match outcome {
             Ok(received) => {
                 if received.established || has_output {

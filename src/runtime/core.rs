@@ -369,13 +369,17 @@ impl<M> Core<M> {
         self.conns[key].flags |= flags::TLS;
     }
 
-    /// Records the unfinished input `key`'s input buffer holds (nothing once it is empty).
+    /// Records the unfinished input `key` holds in the loop's keeping: the tail of a message in
+    /// its input buffer, and for TLS the start of a record whose rest has not come.
     pub(crate) fn note_inbuf(&mut self, key: usize) {
-        let held = self.conns[key]
-            .bufs
-            .as_ref()
-            .filter(|b| !b.inbuf.is_empty())
-            .map_or(0, |b| b.inbuf.capacity());
+        let held = self.conns[key].bufs.as_ref().map_or(0, |b| {
+            let tail = if b.inbuf.is_empty() { 0 } else { b.inbuf.capacity() };
+            #[cfg(feature = "tls")]
+            let record = b.tls.as_ref().map_or(0, |t| t.partial_record());
+            #[cfg(not(feature = "tls"))]
+            let record = 0;
+            tail + record
+        });
         self.budget.set_inbuf(key, held);
     }
 

@@ -122,6 +122,11 @@ impl TlsSession {
         self.cipher_out.len() - self.written
     }
 
+    /// Bytes of a received record kept until the rest of it arrives.
+    pub(crate) fn partial_record(&self) -> usize {
+        self.cipher_in.capacity()
+    }
+
     /// `n` bytes of `ciphertext()` were written.
     pub(crate) fn advance(&mut self, n: usize) {
         self.written += n;
