@@ -373,7 +373,11 @@ impl<M> Core<M> {
     /// its input buffer, and for TLS the start of a record whose rest has not come.
     pub(crate) fn note_inbuf(&mut self, key: usize) {
         let held = self.conns[key].bufs.as_ref().map_or(0, |b| {
-            let tail = if b.inbuf.is_empty() { 0 } else { b.inbuf.capacity() };
+            let tail = if b.inbuf.is_empty() {
+                0
+            } else {
+                b.inbuf.capacity()
+            };
             #[cfg(feature = "tls")]
             let record = b.tls.as_ref().map_or(0, |t| t.partial_record());
             #[cfg(not(feature = "tls"))]
