@@ -443,7 +443,11 @@ impl LoadClient {
         if sent.ready_us - intended_us > LATE_AFTER_US {
             r.sends_waited += 1;
         }
-        r.own_lag_max_us = r.own_lag_max_us.max(now.saturating_sub(sent.ready_us));
+        let own = now.saturating_sub(sent.ready_us);
+        if own > LATE_AFTER_US {
+            r.sends_own_late += 1;
+        }
+        r.own_lag_max_us = r.own_lag_max_us.max(own);
         Some(sent)
     }
 
@@ -844,10 +848,10 @@ impl LoadClient {
     }
 
     /// Ends measuring: close every connection (WebSocket ones with a Close frame). Connects or
-    /// upgrades still unfinished count as failed, except where slots connect all the time
-    /// (hello, http `--close`), for which an unfinished connect at the end is routine.
+    /// upgrades still unfinished count as failed, except where slots connect again (hello,
+    /// http), for which a connect in progress at the end is routine.
     pub fn close_all(&mut self, cx: &mut Cx<'_>) {
-        let routine = self.mode == Mode::Hello || self.close_each;
+        let routine = self.reconnects();
         for id in cx.ids() {
             let Some(st) = cx.state_of(id) else { continue };
             let stage = st.stage;

@@ -103,6 +103,14 @@ fn summary(s: &mut String, r: &Report, verdicts: &[Verdict]) {
         }
     };
     s.push_str("<div class=\"cards\" id=\"summary\">");
+    if r.mode == "idle" {
+        card(
+            s,
+            &format!("{} / {}", r.conns_open, r.conns_peak),
+            "connections open at end / peak",
+            "",
+        );
+    }
     let what = if r.mode == "http" {
         "responses/s"
     } else {
@@ -211,7 +219,31 @@ fn latency_axis(label: &str, lo: f64, hi: f64) -> Axis {
 }
 
 fn charts(s: &mut String, r: &Report, opts: &Opts) {
-    // 1. The latency distribution by percentile.
+    // Idle connections that got nothing: only the connections are worth a chart.
+    let quiet = opts.mode == Mode::Idle && r.msgs == 0 && r.error_count() == 0;
+    if !quiet {
+        latency_percentiles(s, r);
+    }
+    // 2-4, from the timeline.
+    let secs: Vec<(f64, super::report::Second)> = r
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, sec)| ((i + 1) as f64, *sec))
+        .collect();
+    if secs.is_empty() {
+        s.push_str("<p class=\"note\">The run was shorter than one second: no timeline.</p>");
+        return;
+    }
+    if !quiet {
+        throughput(s, r, &secs);
+    }
+    latency_over_time(s, r, &secs);
+    connections(s, opts, &secs);
+}
+
+/// 1. The latency distribution by percentile.
+fn latency_percentiles(s: &mut String, r: &Report) {
     s.push_str("<h2>Latency by percentile</h2>");
     if r.latency.is_empty() {
         s.push_str("<p class=\"note\">No latency samples.</p>");
@@ -254,23 +286,21 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
              meant to send it, so time spent waiting behind a stalled server shows.</p>",
         );
     }
+}
 
-    // 2. Throughput and errors per second.
-    let secs: Vec<(f64, super::report::Second)> = r
-        .timeline
-        .iter()
-        .enumerate()
-        .map(|(i, sec)| ((i + 1) as f64, *sec))
-        .collect();
+type Timeline = [(f64, super::report::Second)];
+
+fn seconds_axis(secs: &Timeline) -> Axis {
+    Axis::linear("seconds", secs.len() as f64, |v| format!("{v:.0}"))
+}
+
+fn per_s(secs: &Timeline, f: fn(&super::report::Second) -> u64) -> Vec<(f64, f64)> {
+    secs.iter().map(|(t, sec)| (*t, f(sec) as f64)).collect()
+}
+
+/// 2. Throughput and errors per second.
+fn throughput(s: &mut String, r: &Report, secs: &Timeline) {
     s.push_str("<h2>Throughput and errors per second</h2>");
-    if secs.is_empty() {
-        s.push_str("<p class=\"note\">The run was shorter than one second.</p>");
-        return;
-    }
-    let x_axis = || Axis::linear("seconds", secs.len() as f64, |v| format!("{v:.0}"));
-    let per_s = |f: fn(&super::report::Second) -> u64| -> Vec<(f64, f64)> {
-        secs.iter().map(|(t, sec)| (*t, f(sec) as f64)).collect()
-    };
     let top = secs
         .iter()
         .map(|(_, sec)| sec.msgs.max(sec.sent).max(sec.errors))
@@ -280,14 +310,14 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
         name: "errors/s".into(),
         color: "#c5221f",
         style: Style::Bars,
-        points: per_s(|sec| sec.errors),
+        points: per_s(secs, |sec| sec.errors),
     }];
     if r.rate.is_some() || r.mode != "ws-broadcast" {
         series.push(Series {
             name: "sent/s".into(),
             color: "#7a8599",
             style: Style::Dashed,
-            points: per_s(|sec| sec.sent),
+            points: per_s(secs, |sec| sec.sent),
         });
     }
     series.push(Series {
@@ -298,18 +328,20 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
         },
         color: "#1a5fd1",
         style: Style::Line,
-        points: per_s(|sec| sec.msgs),
+        points: per_s(secs, |sec| sec.msgs),
     });
     let chart = Chart {
         id: "throughput".into(),
         title: "Throughput and errors per second".into(),
-        x: x_axis(),
+        x: seconds_axis(secs),
         y: Axis::linear("per second", top, |v| format!("{v:.0}")),
         series,
     };
     s.push_str(&chart.render());
+}
 
-    // 3. Latency per second.
+/// 3. Latency per second.
+fn latency_over_time(s: &mut String, r: &Report, secs: &Timeline) {
     let with_samples: Vec<&(f64, super::report::Second)> =
         secs.iter().filter(|(_, sec)| sec.max_us > 0).collect();
     if !with_samples.is_empty() {
@@ -327,7 +359,7 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
         let chart = Chart {
             id: "latency-over-time".into(),
             title: "p99 and max latency per second".into(),
-            x: x_axis(),
+            x: seconds_axis(secs),
             y: latency_axis("latency", lo, hi),
             series: vec![
                 Series {
@@ -358,8 +390,10 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
             );
         }
     }
+}
 
-    // 4. Connections over time, where they are the point (idle, ramps) or they changed.
+/// 4. Connections over time, where they are the point (idle, ramps) or they changed.
+fn connections(s: &mut String, opts: &Opts, secs: &Timeline) {
     let conns: Vec<u64> = secs.iter().map(|(_, sec)| sec.conns).collect();
     let varied = conns.iter().min() != conns.iter().max();
     if opts.mode == Mode::Idle || opts.ramp.is_some() || varied {
@@ -373,13 +407,16 @@ fn charts(s: &mut String, r: &Report, opts: &Opts) {
         let chart = Chart {
             id: "connections".into(),
             title: "Connections open, at the end of each second".into(),
-            x: x_axis(),
+            x: seconds_axis(secs),
             y: Axis::linear("connections", top, |v| format!("{v:.0}")),
             series: vec![Series {
                 name: "open".into(),
                 color: "#137333",
                 style: Style::Line,
-                points: per_s(|sec| sec.conns),
+                // None were open when the run began.
+                points: std::iter::once((0.0, 0.0))
+                    .chain(per_s(secs, |sec| sec.conns))
+                    .collect(),
             }],
         };
         s.push_str(&chart.render());

@@ -6,8 +6,9 @@
 //! 2. **Reopen** slots whose connection ended and whose retry time came (hello, http).
 //! 3. **Send**: under `--rate`, start the timetable (and its pacer) once the connections are
 //!    up, and make the sends that are due; for ws-broadcast, what its schedule owes.
-//! 4. **Every second**: one timeline entry, and one progress line on stderr, the same for every
-//!    mode: elapsed, connections, rate, p99 so far, errors (and, under `--rate`, late sends).
+//! 4. **Every second** (checked first): one timeline entry, and one progress line on stderr,
+//!    the same for every mode: elapsed, connections, rate, p99 so far, errors (and, under
+//!    `--rate`, sends that waited or are still due).
 //! 5. `run_once`, waiting at most `TICK` (1 ms while broadcasting); the pacer's wake-ups end
 //!    the wait early when a send is due.
 //!
@@ -61,6 +62,16 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
 
     loop {
         let now = Instant::now();
+        // 4. Every second (first, so the last whole second is in the timeline too).
+        if now >= next_second {
+            let h = ev.handler_mut();
+            let sec = h.take_second();
+            h.report.timeline.push(sec);
+            if !opts.quiet {
+                eprintln!("{}", progress(&tag, (now - start).as_secs(), opts, h, sec));
+            }
+            next_second += Duration::from_secs(1);
+        }
         if now >= end {
             break;
         }
@@ -107,16 +118,6 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
         let broadcasting = opts.mode == Mode::WsBroadcast;
         if broadcasting {
             ev.with_context(|h, cx| h.broadcast_tick(cx, up));
-        }
-        // 4. Every second.
-        if now >= next_second {
-            let h = ev.handler_mut();
-            let sec = h.take_second();
-            h.report.timeline.push(sec);
-            if !opts.quiet {
-                eprintln!("{}", progress(&tag, (now - start).as_secs(), opts, h, sec));
-            }
-            next_second += Duration::from_secs(1);
         }
         // 5. One loop iteration.
         let wait = if broadcasting { SEND_TICK } else { TICK };

@@ -41,7 +41,8 @@ pub struct Axis {
 }
 
 impl Axis {
-    /// A linear axis from 0 to a round number above `max`, with round ticks (1, 2 or 5 × 10ⁿ).
+    /// A linear axis of counts (whole numbers) from 0 to a round number above `max`, with
+    /// round ticks (1, 2 or 5 × 10ⁿ, never below 1).
     pub fn linear(label: &str, max: f64, unit: impl Fn(f64) -> String) -> Axis {
         let max = if max > 0.0 { max } else { 1.0 };
         let raw = max / 5.0;
@@ -50,7 +51,8 @@ impl Axis {
             .into_iter()
             .map(|m| m * mag)
             .find(|s| *s >= raw)
-            .unwrap_or(10.0 * mag);
+            .unwrap_or(10.0 * mag)
+            .max(1.0);
         let top = (max / step).ceil() * step;
         let ticks = (0..=((top / step).round() as usize))
             .map(|i| {
@@ -290,6 +292,11 @@ mod tests {
         assert_eq!(a.ticks.len(), 6);
         assert_eq!(a.ticks[1].0, 2000.0);
         assert_eq!(a.fraction(5000.0), 0.5);
+        let small = Axis::linear("s", 2.0, |v| format!("{v}"));
+        assert_eq!(
+            small.ticks.iter().map(|t| t.0).collect::<Vec<_>>(),
+            [0.0, 1.0, 2.0]
+        );
     }
 
     #[test]
