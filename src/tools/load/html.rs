@@ -9,9 +9,9 @@
 //! ramped runs; and the run's parameters and full figures.
 
 use super::opts::{Mode, Opts};
-use super::report::{fmt_us, Report};
+use super::report::{fmt_us, Report, Verdict};
 use super::svg::{escape, Axis, Chart, Series, Style};
-use super::thresholds::Verdict;
+
 use hdrhistogram::Histogram;
 use std::io::Write;
 

@@ -96,7 +96,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), Box<dyn std::error::Error>> {
 /// The exit status of a finished run, as an error when it is not 0.
 fn verdict(
     report: &Report,
-    verdicts: &[thresholds::Verdict],
+    verdicts: &[report::Verdict],
 ) -> Result<(), Box<dyn std::error::Error>> {
     if report.conns_ok == 0 {
         let why = report

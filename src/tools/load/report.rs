@@ -39,6 +39,19 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
+/// How one `--threshold` fared (judged in `thresholds.rs`, printed with the report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The threshold as written.
+    pub expr: String,
+    /// The figure it looked at, in its unit (µs for latencies).
+    pub actual: f64,
+    /// Whether it held.
+    pub ok: bool,
+    /// The figure, readable: `p99 was 7.31 ms`.
+    pub shown: String,
+}
+
 /// One second of a run: what happened in it, and how things stood at its end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Second {
@@ -342,7 +355,7 @@ impl Report {
 
     /// One JSON object on one line. `internal` adds what a parent needs to merge children
     /// exactly: the histograms as `[value, count]` pairs and the timeline.
-    pub fn to_json(&self, internal: bool, thresholds: &[super::thresholds::Verdict]) -> String {
+    pub fn to_json(&self, internal: bool, thresholds: &[Verdict]) -> String {
         let mut s = String::from("{\"mode\":");
         json::write_str(&mut s, &self.mode);
         s.push_str(",\"addr\":");

@@ -8,7 +8,7 @@
 //!
 //! A run that misses any exits 1, naming each one and what the figure was.
 
-use super::report::Report;
+use super::report::{fmt_us, Report, Verdict};
 
 /// The figure a threshold looks at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,19 +40,6 @@ pub struct Threshold {
     op: Op,
     /// In the metric's unit (µs for latencies).
     limit: f64,
-}
-
-/// How a threshold fared.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    /// The threshold as written.
-    pub expr: String,
-    /// The figure it looked at, in its unit (µs for latencies).
-    pub actual: f64,
-    /// Whether it held.
-    pub ok: bool,
-    /// The figure, readable: `p99 was 7.31 ms`.
-    pub shown: String,
 }
 
 impl Threshold {
@@ -141,7 +128,7 @@ impl Threshold {
         let shown = match self.metric {
             _ if actual.is_nan() => format!("{name}: no latency samples"),
             Metric::Quantile(_) | Metric::Max => {
-                format!("{name} was {}", super::report::fmt_us(actual as u64))
+                format!("{name} was {}", fmt_us(actual as u64))
             }
             Metric::Errors => format!("{name} was {actual}"),
             Metric::Rate => format!("{name} was {actual:.1}/s"),
