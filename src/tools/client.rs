@@ -96,6 +96,9 @@ pub fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = target.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
+    if target.starts_with("unix:") {
+        return Err(format!("client: {target:?}: Unix sockets are not supported yet"));
+    }
     if !target.contains(':') {
         return Err(format!("client: {target:?} is not HOST:PORT"));
     }

@@ -419,7 +419,9 @@ impl LoadClient {
     }
 
     /// Open model: if a send is due and not made yet, takes it for a place free since
-    /// `free_since` (its times; its lateness recorded).
+    /// `free_since` (its times; its lateness recorded). A place queued earlier than that
+    /// (another connection's, still in `free`) could have taken it first: the send waited for
+    /// a connection only from the earlier of the two.
     fn take_due_send(&mut self, free_since: u64) -> Option<Sent> {
         let om = self.open_model.as_mut()?;
         let t0 = om.t0_us?;
@@ -429,6 +431,11 @@ impl LoadClient {
         }
         let intended_us = t0 + om.schedule.offset_us(om.next);
         om.next += 1;
+        let oldest_free = match om.free.front() {
+            Some(Free::Conn(_, since) | Free::Slot(_, since)) => *since,
+            None => u64::MAX,
+        };
+        let free_since = free_since.min(oldest_free);
         let sent = Sent {
             intended_us,
             ready_us: free_since.clamp(intended_us, now.max(intended_us)),

@@ -77,7 +77,7 @@ fn page(r: &Report, opts: &Opts, verdicts: &[Verdict]) -> String {
         r.elapsed_s,
         r.conns,
         escape(&crate::codec::http::response::http_date(when)),
-        escape(env!("CARGO_PKG_NAME")),
+        concat!("readyloop ", env!("CARGO_PKG_VERSION")),
     ));
     summary(&mut s, r, verdicts);
     charts(&mut s, r, opts);
