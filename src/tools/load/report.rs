@@ -318,8 +318,8 @@ impl Report {
         Some(format!(
             "the connections did not keep up with --rate {rate}: {} of {} sends ({:.1}%) waited \
              more than {} for a free connection, the latest {} late (p99 {}); {backlog} \
-             scheduled sends were never made; sent {:.0}/s (more --conns or --pipeline would \
-             help, or the server is at its limit)",
+             scheduled sends were never made; sent {:.0}/s (the server answered too slowly \
+             for them; more --conns or --pipeline help if it is not at its limit)",
             self.sends_waited,
             self.msgs_sent,
             self.sends_waited as f64 * 100.0 / sent as f64,
