@@ -12,12 +12,48 @@
 //! Rounds alternate the two tools (A B A B ...) so a burst of load from elsewhere on a shared
 //! machine hits both; medians of `BENCH_ROUNDS` rounds (default 3) are reported, each run
 //! `BENCH_SECS` long (default 5), with `BENCH_CONNS` connections at saturation (default 50).
+//!
+//! With two cores or more the server is pinned to CPU 1 and each client to CPU 0
+//! (`sched_setaffinity`; `BENCH_PIN=0` turns it off). Unpinned, where the scheduler puts a
+//! client and the server decides a lone round trip more than the client does: wrk's one thread
+//! tends to share the server's core, `load`'s loop and pacer threads spread, and on a shared
+//! VM the figures swing by ±50% between rounds.
 //! The table goes to stdout and to `target/bench-load-vs-wrk.md`. Without `wrk` on the PATH
 //! (Debian: `apt-get install wrk`) it prints a notice and exits 0.
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+
+/// The CPU the server is pinned to, and the one the clients are.
+const SERVER_CPU: usize = 1;
+const CLIENT_CPU: usize = 0;
+
+/// Pins `pid` (0: this process) to `cpu`.
+fn pin(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
+    // sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `cmd`, pinned to the client CPU when pinning is on.
+fn client(mut cmd: Command, pinned: bool) -> Command {
+    if pinned {
+        // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| pin(0, CLIENT_CPU));
+        }
+    }
+    cmd
+}
 
 /// `wrk`'s Lua hook: wait this many milliseconds before each request on a connection.
 const DELAY_SCRIPT: &str = "function delay()\n  return 1\nend\n";
@@ -53,8 +89,14 @@ fn wrk_time(v: &str) -> f64 {
     }
 }
 
-fn wrk(url: &str, conns: usize, secs: u64, script: Option<&std::path::Path>) -> Figures {
-    let mut cmd = Command::new("wrk");
+fn wrk(
+    url: &str,
+    conns: usize,
+    secs: u64,
+    script: Option<&std::path::Path>,
+    pinned: bool,
+) -> Figures {
+    let mut cmd = client(Command::new("wrk"), pinned);
     cmd.args([
         "-t1",
         &format!("-c{conns}"),
@@ -116,8 +158,8 @@ fn json_num(json: &str, within: Option<&str>, key: &str) -> f64 {
 
 /// `readyloop load http ARGS --json --quiet`: (requests/s and the `latency_us` percentiles,
 /// the `latency_uncorrected_us` ones when there are).
-fn load(url: &str, args: &[&str]) -> (Figures, Option<Figures>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_readyloop"))
+fn load(url: &str, args: &[&str], pinned: bool) -> (Figures, Option<Figures>) {
+    let out = client(Command::new(env!("CARGO_BIN_EXE_readyloop")), pinned)
         .args(["load", "http", "--url", url, "--json", "--quiet"])
         .args(args)
         .stderr(Stdio::inherit())
@@ -173,21 +215,29 @@ fn main() {
     let rounds: usize = common::env_num("BENCH_ROUNDS", if quick { 1 } else { 3 });
     let conns: usize = common::env_num("BENCH_CONNS", 50);
 
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut pinned = cpus >= 2 && std::env::var("BENCH_PIN").map_or(true, |v| v != "0");
     let (mut server, addr) = common::spawn_http(&mut common::readyloop_http("load-vs-wrk"));
+    if pinned {
+        if let Err(e) = pin(server.id() as libc::pid_t, SERVER_CPU) {
+            println!("not pinning: {e}");
+            pinned = false;
+        }
+    }
     let url = format!("http://{addr}/healthz");
     let script =
         std::env::temp_dir().join(format!("readyloop-wrk-delay-{}.lua", std::process::id()));
     std::fs::write(&script, DELAY_SCRIPT).expect("write the wrk script");
     // Warm up both (page cache, the server's buffers, CPU frequency).
-    wrk(&url, conns, 1, None);
+    wrk(&url, conns, 1, None, pinned);
 
     let (mut sat_wrk, mut sat_load) = (Vec::new(), Vec::new());
     let (mut fix_wrk, mut fix_load, mut fix_load_unc) = (Vec::new(), Vec::new(), Vec::new());
     let secs_s = secs.to_string();
     let conns_s = conns.to_string();
     for round in 1..=rounds {
-        let w = wrk(&url, conns, secs, None);
-        let (l, _) = load(&url, &["--conns", &conns_s, "--duration", &secs_s]);
+        let w = wrk(&url, conns, secs, None, pinned);
+        let (l, _) = load(&url, &["--conns", &conns_s, "--duration", &secs_s], pinned);
         println!(
             "round {round} saturation: wrk {:.0} req/s, load {:.0} req/s ({:.2}×)",
             w.rps,
@@ -197,11 +247,12 @@ fn main() {
         sat_wrk.push(w);
         sat_load.push(l);
 
-        let w = wrk(&url, 1, secs, Some(&script));
+        let w = wrk(&url, 1, secs, Some(&script), pinned);
         let rate = format!("{:.0}", w.rps);
         let (l, unc) = load(
             &url,
             &["--conns", "1", "--rate", &rate, "--duration", &secs_s],
+            pinned,
         );
         let unc = unc.expect("an open-model run has uncorrected figures");
         println!(
@@ -226,10 +277,15 @@ fn main() {
     let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
     let mut t = format!(
         "`readyloop load http` vs `wrk`, `GET /healthz` on one `readyloop serve`; medians of \
-         {rounds} alternating rounds of {secs} s; {} cores, shared with whatever else runs\n\n\
+         {rounds} alternating rounds of {secs} s; {} cores, shared with whatever else runs; {}\n\n\
          | run | requests/s | p50 | p90 | p99 | vs wrk (req/s; p50, p90, p99) |\n\
          |---|---:|---:|---:|---:|---|\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cpus,
+        if pinned {
+            "server pinned to CPU 1, clients to CPU 0"
+        } else {
+            "nothing pinned"
+        }
     );
     let row = |t: &mut String, name: &str, f: &Figures, base: &Figures, rate_only: bool| {
         let vs = if rate_only {
