@@ -97,7 +97,9 @@ pub fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
         return Ok(vec![addr]);
     }
     if target.starts_with("unix:") {
-        return Err(format!("client: {target:?}: Unix sockets are not supported yet"));
+        return Err(format!(
+            "client: {target:?}: Unix sockets are not supported yet"
+        ));
     }
     if !target.contains(':') {
         return Err(format!("client: {target:?} is not HOST:PORT"));

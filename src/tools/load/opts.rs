@@ -293,7 +293,9 @@ pub fn resolve(flag: &str, s: &str) -> Result<SocketAddr, String> {
     }
     if s.starts_with("unix:") {
         // Needs the loop to connect Unix sockets (the runtime's, not this tool's, business).
-        return Err(format!("--{flag}: {s:?}: Unix sockets are not supported yet"));
+        return Err(format!(
+            "--{flag}: {s:?}: Unix sockets are not supported yet"
+        ));
     }
     if !s.contains(':') {
         return Err(format!("--{flag}: {s:?} is not HOST:PORT"));
@@ -722,7 +724,10 @@ mod tests {
                 "--report: cannot create",
             ),
             ("echo --addr nohost", r#"--addr: "nohost" is not HOST:PORT"#),
-            ("echo --addr unix:/tmp/s", "Unix sockets are not supported yet"),
+            (
+                "echo --addr unix:/tmp/s",
+                "Unix sockets are not supported yet",
+            ),
             (
                 "echo --addr host.invalid:1",
                 r#"--addr: cannot resolve "host.invalid:1""#,
