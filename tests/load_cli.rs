@@ -7,20 +7,18 @@
 
 #![cfg(all(feature = "cli", feature = "load"))]
 
-mod common;
-mod load_common;
+mod support;
 
-use common::Server;
-use load_common::{closed_port, have_ipv6, load, num, run, run_with_input};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
+use support::{closed_port, have_ipv6, json_num, run_load, run_tool, run_tool_with_input, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// Exit status 2 and exactly one line on stderr, containing `want`.
 fn refused(args: &[&str], want: &str) {
-    let r = run(args, LIMIT);
+    let r = run_tool(args, LIMIT);
     assert_eq!(r.code, 2, "{args:?}: {r:?}");
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{args:?}: one error line, got {lines:?}");
@@ -98,7 +96,7 @@ fn unreachable_targets_get_one_line_and_exit_2() {
     let addr = format!("127.0.0.1:{port}");
     let want = format!("no connection to {addr} succeeded: connect {addr}: refused");
     for mode in ["echo", "http", "hello", "idle"] {
-        let r = run(
+        let r = run_tool(
             &[
                 "load",
                 mode,
@@ -127,7 +125,7 @@ fn unreachable_targets_get_one_line_and_exit_2() {
 #[test]
 fn thresholds_gate_the_exit_status_and_name_what_missed() {
     let server = Server::start(&[]);
-    let url = format!("http://{}/healthz", server.http.unwrap());
+    let url = format!("http://{}/healthz", server.http());
     let base = ["http", "--url", &url, "--conns", "2", "--duration", "1"];
     // All met: exit 0, each recorded in the JSON.
     let mut ok = base.to_vec();
@@ -135,7 +133,7 @@ fn thresholds_gate_the_exit_status_and_name_what_missed() {
     ok.extend_from_slice(&["--threshold", "rate>1", "--threshold", "max<=60s"]);
     ok.extend_from_slice(&["--threshold", "p50<10s", "--threshold", "p90<10s"]);
     ok.extend_from_slice(&["--threshold", "p999<10s"]);
-    let r = load(&ok, 0, LIMIT);
+    let r = run_load(&ok, 0, LIMIT);
     let j = r.json();
     assert!(j.contains(r#"{"expr":"p99<10s","actual":"#), "{j}");
     assert!(!j.contains("\"ok\":false"), "{j}");
@@ -143,7 +141,7 @@ fn thresholds_gate_the_exit_status_and_name_what_missed() {
     let mut missed = base.to_vec();
     missed.extend_from_slice(&["--threshold", "p50<1us", "--threshold", "errors<1"]);
     missed.extend_from_slice(&["--threshold", "rate>100000000"]);
-    let r = load(&missed, 1, LIMIT);
+    let r = run_load(&missed, 1, LIMIT);
     let errors = r.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let line = errors[0];
@@ -164,7 +162,7 @@ fn thresholds_gate_the_exit_status_and_name_what_missed() {
     let mut table = vec!["load"];
     table.extend_from_slice(&missed);
     table.push("--quiet");
-    let r = run(&table, LIMIT);
+    let r = run_tool(&table, LIMIT);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains("threshold MISS p50<1us"), "{}", r.stdout);
     assert!(r.stdout.contains("threshold ok   errors<1"), "{}", r.stdout);
@@ -194,13 +192,13 @@ fn lying_echo_peer() -> String {
 #[test]
 fn a_failed_payload_check_makes_the_exit_status_1() {
     let addr = lying_echo_peer();
-    let r = load(
+    let r = run_load(
         &["echo", "--addr", &addr, "--conns", "3", "--duration", "1"],
         1,
         LIMIT,
     );
     let j = r.json();
-    assert_eq!(num(j, "checks_failed"), 3.0, "{j}");
+    assert_eq!(json_num(j, "checks_failed"), 3.0, "{j}");
     let errors = r.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -212,9 +210,9 @@ fn a_failed_payload_check_makes_the_exit_status_1() {
 #[test]
 fn progress_is_one_line_per_second_in_one_form_for_every_mode() {
     let server = Server::start(&[]);
-    let http = server.http.unwrap().to_string();
-    let line = server.line.unwrap().to_string();
-    let hello = server.hello.unwrap().to_string();
+    let http = server.http().to_string();
+    let line = server.line().to_string();
+    let hello = server.hello().to_string();
     let url = format!("http://{http}/healthz");
     for args in [
         vec!["idle", "--addr", &line],
@@ -229,7 +227,7 @@ fn progress_is_one_line_per_second_in_one_form_for_every_mode() {
         let mut all = vec!["load"];
         all.extend_from_slice(&args);
         all.extend_from_slice(&["--conns", "3", "--duration", "2.5"]);
-        let r = run(&all, LIMIT);
+        let r = run_tool(&all, LIMIT);
         assert_eq!(r.code, 0, "{all:?}: {r:?}");
         let progress: Vec<&str> = r
             .stderr
@@ -252,7 +250,7 @@ fn progress_is_one_line_per_second_in_one_form_for_every_mode() {
 
 #[test]
 fn client_help_host_names_and_ipv6() {
-    let r = run(&["client", "--help"], LIMIT);
+    let r = run_tool(&["client", "--help"], LIMIT);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.starts_with("usage: readyloop client HOST:PORT"),
@@ -260,8 +258,8 @@ fn client_help_host_names_and_ipv6() {
         r.stdout
     );
     let server = Server::start(&[]);
-    let port = server.line.unwrap().port();
-    let r = run_with_input(
+    let port = server.line().port();
+    let r = run_tool_with_input(
         &["client", &format!("localhost:{port}")],
         b"hello by name\n",
         LIMIT,
@@ -274,11 +272,11 @@ fn client_help_host_names_and_ipv6() {
     }
     let v6 = Server::serve(
         &["--line", "[::1]:0", "--http", "off", "--hello", "off"],
-        common::Options::default(),
+        support::Options::default(),
     );
-    let addr = v6.line.unwrap().to_string();
+    let addr = v6.line().to_string();
     assert!(addr.starts_with("[::1]:"), "{addr}");
-    let r = run_with_input(&["client", &addr], b"hello over v6\n", LIMIT);
+    let r = run_tool_with_input(&["client", &addr], b"hello over v6\n", LIMIT);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, "hello over v6\n");
 }

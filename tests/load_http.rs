@@ -4,23 +4,21 @@
 
 #![cfg(all(feature = "cli", feature = "load"))]
 
-mod common;
-mod load_common;
+mod support;
 
-use common::Server;
-use load_common::{have_ipv6, load, num, object};
 use std::time::Duration;
+use support::{have_ipv6, json_num, json_object, run_load, Server, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn url(server: &Server, path: &str) -> String {
-    format!("http://{}{path}", server.http.expect("http listener"))
+    format!("http://{}{path}", server.http())
 }
 
 #[test]
 fn responses_are_parsed_and_counted_by_status() {
     let server = Server::start(&[]);
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -45,28 +43,28 @@ fn responses_are_parsed_and_counted_by_status() {
     ] {
         assert!(j.contains(&format!("\"{key}\":")), "{key}: {j}");
     }
-    let lat = object(j, "latency_us");
+    let lat = json_object(j, "latency_us");
     for key in ["p50", "p99", "p999", "max"] {
         assert!(lat.contains(&format!("\"{key}\":")), "{key}: {lat}");
     }
     assert!(j.contains("\"mode\":\"http\""), "{j}");
-    assert_eq!(num(j, "conns_ok"), 4.0, "{j}");
-    assert_eq!(num(j, "errors"), 0.0, "{j}");
-    let msgs = num(j, "msgs");
+    assert_eq!(json_num(j, "conns_ok"), 4.0, "{j}");
+    assert_eq!(json_num(j, "errors"), 0.0, "{j}");
+    let msgs = json_num(j, "msgs");
     assert!(msgs > 10.0, "{j}");
     // Every response was a parsed 200 with a latency sample.
-    assert_eq!(num(object(j, "status"), "200"), msgs, "{j}");
-    assert_eq!(num(j, "non_2xx_3xx"), 0.0, "{j}");
-    assert_eq!(num(lat, "count"), msgs, "{j}");
+    assert_eq!(json_num(json_object(j, "status"), "200"), msgs, "{j}");
+    assert_eq!(json_num(j, "non_2xx_3xx"), 0.0, "{j}");
+    assert_eq!(json_num(lat, "count"), msgs, "{j}");
     // Closed model: one request in flight per connection.
-    assert!(num(j, "msgs_sent") - msgs <= 4.0, "{j}");
+    assert!(json_num(j, "msgs_sent") - msgs <= 4.0, "{j}");
     assert!(!j.contains("latency_uncorrected_us"), "closed model: {j}");
 }
 
 #[test]
 fn a_status_outside_2xx_3xx_fails_the_run() {
     let server = Server::start(&[]);
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -80,13 +78,13 @@ fn a_status_outside_2xx_3xx_fails_the_run() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!(msgs > 0.0, "{j}");
-    assert_eq!(num(object(j, "status"), "404"), msgs, "{j}");
-    assert_eq!(num(j, "non_2xx_3xx"), msgs, "{j}");
-    assert_eq!(num(j, "checks_failed"), msgs, "{j}");
+    assert_eq!(json_num(json_object(j, "status"), "404"), msgs, "{j}");
+    assert_eq!(json_num(j, "non_2xx_3xx"), msgs, "{j}");
+    assert_eq!(json_num(j, "checks_failed"), msgs, "{j}");
     assert_eq!(
-        num(object(j, "errors_by_kind"), "http: status 404"),
+        json_num(json_object(j, "errors_by_kind"), "http: status 404"),
         msgs,
         "{j}"
     );
@@ -98,9 +96,9 @@ fn a_status_outside_2xx_3xx_fails_the_run() {
 #[test]
 fn addr_and_path_method_and_pipeline() {
     let server = Server::start(&[]);
-    let addr = server.http.unwrap().to_string();
+    let addr = server.http().to_string();
     // HEAD: the response has a Content-Length but no body; the parser must know.
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--addr",
@@ -120,17 +118,17 @@ fn addr_and_path_method_and_pipeline() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!(msgs > 16.0, "{j}");
-    assert_eq!(num(object(j, "status"), "200"), msgs, "{j}");
+    assert_eq!(json_num(json_object(j, "status"), "200"), msgs, "{j}");
     assert!(
-        num(j, "msgs_sent") - msgs <= 16.0,
+        json_num(j, "msgs_sent") - msgs <= 16.0,
         "8 in flight on each of 2: {j}"
     );
     // The page itself is larger than all the bytes received: bodies were not sent.
-    assert!(num(j, "bytes_received") < msgs * 1000.0, "{j}");
+    assert!(json_num(j, "bytes_received") < msgs * 1000.0, "{j}");
     // A method the route does not allow: 405, counted as such.
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--addr",
@@ -148,20 +146,23 @@ fn addr_and_path_method_and_pipeline() {
         LIMIT,
     );
     let j = r.json();
-    assert_eq!(num(object(j, "status"), "405"), num(j, "msgs"), "{j}");
+    assert_eq!(
+        json_num(json_object(j, "status"), "405"),
+        json_num(j, "msgs"),
+        "{j}"
+    );
 }
 
 #[test]
 fn body_file_arrives_whole() {
-    let dir = std::env::temp_dir().join(format!("readyloop-load-body-{}", std::process::id()));
-    let uploads = dir.join("uploads");
-    std::fs::create_dir_all(&uploads).unwrap();
+    let dir = TempDir::new("load-body");
     let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let body_path = dir.join("body.bin");
+    let body_path = dir.path().join("body.bin");
     std::fs::write(&body_path, &body).unwrap();
-    let server = Server::start(&["--upload-dir", uploads.to_str().unwrap()]);
+    let server = Server::http_only(&[]);
+    let uploads = server.uploads();
     // A raw upload per request: 202 for each, and the stored files hold exactly the body.
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -183,9 +184,9 @@ fn body_file_arrives_whole() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!(msgs >= 5.0, "{j}");
-    assert_eq!(num(object(j, "status"), "202"), msgs, "{j}");
+    assert_eq!(json_num(json_object(j, "status"), "202"), msgs, "{j}");
     // The uploads are stored by background tasks after the 202: wait for the first.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let stored = loop {
@@ -209,8 +210,6 @@ fn body_file_arrives_whole() {
         std::fs::read(&stored).unwrap() == body,
         "{stored:?} differs from the body"
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -218,7 +217,7 @@ fn header_reaches_the_server() {
     let server = Server::start(&[]);
     // `Connection: close` from --header: the server closes after each response and every
     // request needs a connection of its own, which the counts show.
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -234,16 +233,19 @@ fn header_reaches_the_server() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!(msgs > 10.0, "{j}");
-    assert!(num(j, "conns_ok") >= msgs, "a connection per response: {j}");
-    assert_eq!(num(j, "errors"), 0.0, "{j}");
+    assert!(
+        json_num(j, "conns_ok") >= msgs,
+        "a connection per response: {j}"
+    );
+    assert_eq!(json_num(j, "errors"), 0.0, "{j}");
 }
 
 #[test]
 fn close_opens_a_connection_per_request() {
     let server = Server::start(&[]);
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -258,17 +260,17 @@ fn close_opens_a_connection_per_request() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!(msgs > 10.0, "{j}");
-    assert_eq!(num(object(j, "status"), "200"), msgs, "{j}");
+    assert_eq!(json_num(json_object(j, "status"), "200"), msgs, "{j}");
     // One connect per response (plus those still in progress at the end).
     assert!(
-        num(j, "conns_ok") >= msgs && num(j, "conns_ok") <= msgs + 4.0,
+        json_num(j, "conns_ok") >= msgs && json_num(j, "conns_ok") <= msgs + 4.0,
         "{j}"
     );
-    assert_eq!(num(j, "errors"), 0.0, "{j}");
+    assert_eq!(json_num(j, "errors"), 0.0, "{j}");
     // Under --rate too: each scheduled request opens its connection.
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -285,16 +287,16 @@ fn close_opens_a_connection_per_request() {
         LIMIT,
     );
     let j = r.json();
-    let msgs = num(j, "msgs");
+    let msgs = json_num(j, "msgs");
     assert!((80.0..=101.0).contains(&msgs), "{j}");
-    assert!(num(j, "conns_ok") >= msgs, "{j}");
+    assert!(json_num(j, "conns_ok") >= msgs, "{j}");
 }
 
 #[test]
 fn host_names_resolve_once_at_start() {
     let server = Server::start(&[]);
-    let port = server.http.unwrap().port();
-    let r = load(
+    let port = server.http().port();
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -308,10 +310,10 @@ fn host_names_resolve_once_at_start() {
         LIMIT,
     );
     let j = r.json();
-    assert!(num(j, "msgs") > 0.0, "{j}");
-    assert_eq!(num(j, "errors"), 0.0, "{j}");
-    let line = server.line.unwrap().port();
-    let r = load(
+    assert!(json_num(j, "msgs") > 0.0, "{j}");
+    assert_eq!(json_num(j, "errors"), 0.0, "{j}");
+    let line = server.line().port();
+    let r = run_load(
         &[
             "echo",
             "--addr",
@@ -324,7 +326,7 @@ fn host_names_resolve_once_at_start() {
         0,
         LIMIT,
     );
-    assert!(num(r.json(), "msgs") > 0.0, "{}", r.json());
+    assert!(json_num(r.json(), "msgs") > 0.0, "{}", r.json());
 }
 
 #[test]
@@ -335,10 +337,10 @@ fn ipv6_targets() {
     }
     let server = Server::serve(
         &["--http", "[::1]:0", "--line", "[::1]:0", "--hello", "off"],
-        common::Options::default(),
+        support::Options::default(),
     );
-    let http = server.http.unwrap();
-    let r = load(
+    let http = server.http();
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -352,9 +354,9 @@ fn ipv6_targets() {
         LIMIT,
     );
     let j = r.json();
-    assert!(num(j, "msgs") > 0.0, "{j}");
+    assert!(json_num(j, "msgs") > 0.0, "{j}");
     assert!(j.contains("\"addr\":\"[::1]:"), "{j}");
-    let r = load(
+    let r = run_load(
         &[
             "ws-echo",
             "--addr",
@@ -367,12 +369,12 @@ fn ipv6_targets() {
         0,
         LIMIT,
     );
-    assert!(num(r.json(), "msgs") > 0.0, "{}", r.json());
-    let line = server.line.unwrap().to_string();
-    let r = load(
+    assert!(json_num(r.json(), "msgs") > 0.0, "{}", r.json());
+    let line = server.line().to_string();
+    let r = run_load(
         &["echo", "--addr", &line, "--conns", "2", "--duration", "0.5"],
         0,
         LIMIT,
     );
-    assert!(num(r.json(), "msgs") > 0.0, "{}", r.json());
+    assert!(json_num(r.json(), "msgs") > 0.0, "{}", r.json());
 }

@@ -6,21 +6,19 @@
 
 #![cfg(all(feature = "cli", feature = "load"))]
 
-mod common;
-mod load_common;
+mod support;
 
-use common::Server;
-use load_common::{load, num, object, run};
 use std::time::Duration;
+use support::{json_num, json_object, run_load, run_tool, Server, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(40);
 
 #[test]
 fn rate_sets_the_sends_for_every_mode_that_has_answers() {
     let server = Server::start(&[]);
-    let http = format!("http://{}/healthz", server.http.unwrap());
-    let line = server.line.unwrap().to_string();
-    let ws = server.http.unwrap().to_string();
+    let http = format!("http://{}/healthz", server.http());
+    let line = server.line().to_string();
+    let ws = server.http().to_string();
     for (mode, target) in [
         ("http", ["--url", &http]),
         ("echo", ["--addr", &line]),
@@ -29,29 +27,37 @@ fn rate_sets_the_sends_for_every_mode_that_has_answers() {
         let mut args = vec![mode];
         args.extend_from_slice(&target);
         args.extend_from_slice(&["--conns", "4", "--rate", "300", "--duration", "2"]);
-        let r = load(&args, 0, LIMIT);
+        let r = run_load(&args, 0, LIMIT);
         let j = r.json();
         assert!(j.contains("\"model\":\"open\""), "{mode}: {j}");
         // 300/s for 2 s, the timetable's, not as fast as the server answers.
-        let sent = num(j, "msgs_sent");
+        let sent = json_num(j, "msgs_sent");
         assert!((540.0..=602.0).contains(&sent), "{mode}: sent {sent}: {j}");
-        assert!(num(j, "sends_due") >= sent, "{mode}: {j}");
-        assert_eq!(num(j, "errors"), 0.0, "{mode}: {j}");
+        assert!(json_num(j, "sends_due") >= sent, "{mode}: {j}");
+        assert_eq!(json_num(j, "errors"), 0.0, "{mode}: {j}");
         // The corrected and the uncorrected histograms, with the same keys.
-        let corrected = object(j, "latency_us");
-        let uncorrected = object(j, "latency_uncorrected_us");
+        let corrected = json_object(j, "latency_us");
+        let uncorrected = json_object(j, "latency_uncorrected_us");
         for key in ["count", "p50", "p90", "p99", "p999", "max", "mean"] {
-            num(corrected, key);
-            num(uncorrected, key);
+            json_num(corrected, key);
+            json_num(uncorrected, key);
         }
-        assert_eq!(num(corrected, "count"), num(j, "msgs"), "{mode}: {j}");
-        assert_eq!(num(uncorrected, "count"), num(j, "msgs"), "{mode}: {j}");
-        // Corrected latency is never below the uncorrected one.
-        assert!(
-            num(corrected, "max") >= num(uncorrected, "max"),
+        assert_eq!(
+            json_num(corrected, "count"),
+            json_num(j, "msgs"),
             "{mode}: {j}"
         );
-        object(j, "send_lag_us");
+        assert_eq!(
+            json_num(uncorrected, "count"),
+            json_num(j, "msgs"),
+            "{mode}: {j}"
+        );
+        // Corrected latency is never below the uncorrected one.
+        assert!(
+            json_num(corrected, "max") >= json_num(uncorrected, "max"),
+            "{mode}: {j}"
+        );
+        json_object(j, "send_lag_us");
     }
 }
 
@@ -62,7 +68,7 @@ fn rate_sets_the_sends_for_every_mode_that_has_answers() {
 #[test]
 fn a_stalled_server_shows_in_the_corrected_latency_only() {
     let server = Server::start(&[]);
-    let http = format!("http://{}/healthz", server.http.unwrap());
+    let http = format!("http://{}/healthz", server.http());
     let pid = server.pid() as libc::pid_t;
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(4500));
@@ -71,7 +77,7 @@ fn a_stalled_server_shows_in_the_corrected_latency_only() {
         std::thread::sleep(Duration::from_secs(1));
         unsafe { libc::kill(pid, libc::SIGCONT) };
     });
-    let r = load(
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -88,33 +94,33 @@ fn a_stalled_server_shows_in_the_corrected_latency_only() {
     );
     stopper.join().unwrap();
     let j = r.json();
-    let corrected = object(j, "latency_us");
-    let uncorrected = object(j, "latency_uncorrected_us");
+    let corrected = json_object(j, "latency_us");
+    let uncorrected = json_object(j, "latency_uncorrected_us");
     eprintln!("stall: corrected {corrected}, uncorrected {uncorrected}");
     assert!(
-        num(corrected, "p99") >= 500_000.0,
+        json_num(corrected, "p99") >= 500_000.0,
         "corrected p99 misses the stall: {j}"
     );
     assert!(
-        num(corrected, "max") >= 500_000.0,
+        json_num(corrected, "max") >= 500_000.0,
         "corrected max misses the stall: {j}"
     );
     assert!(
-        num(uncorrected, "p99") < 500_000.0,
+        json_num(uncorrected, "p99") < 500_000.0,
         "uncorrected p99 shows the stall: {j}"
     );
     // The run said so: sends waited for a connection the stopped server held.
-    assert!(num(j, "sends_waited") > 0.0, "{j}");
+    assert!(json_num(j, "sends_waited") > 0.0, "{j}");
     assert!(r.stderr.contains("did not keep up"), "{}", r.stderr);
-    assert_eq!(num(j, "errors"), 0.0, "{j}");
+    assert_eq!(json_num(j, "errors"), 0.0, "{j}");
 }
 
 #[test]
 fn connections_that_cannot_keep_up_are_reported_not_hidden() {
     let server = Server::start(&[]);
-    let line = server.line.unwrap().to_string();
+    let line = server.line().to_string();
     // One connection, one message in flight, a million a second: far beyond a round trip.
-    let r = load(
+    let r = run_load(
         &[
             "echo",
             "--addr",
@@ -130,26 +136,26 @@ fn connections_that_cannot_keep_up_are_reported_not_hidden() {
         LIMIT,
     );
     let j = r.json();
-    let due = num(j, "sends_due");
-    let sent = num(j, "msgs_sent");
+    let due = json_num(j, "sends_due");
+    let sent = json_num(j, "msgs_sent");
     assert!(due > 10.0 * sent, "due {due} sent {sent}: {j}");
-    assert!(num(j, "sends_waited") > 0.0, "{j}");
+    assert!(json_num(j, "sends_waited") > 0.0, "{j}");
     assert!(
         r.stderr.contains("did not keep up with --rate 1000000"),
         "{}",
         r.stderr
     );
     // The waiting shows in the corrected latency, not in the uncorrected one.
-    let corrected = num(object(j, "latency_us"), "p50");
-    let uncorrected = num(object(j, "latency_uncorrected_us"), "p50");
+    let corrected = json_num(json_object(j, "latency_us"), "p50");
+    let uncorrected = json_num(json_object(j, "latency_uncorrected_us"), "p50");
     assert!(corrected > 10.0 * uncorrected, "{j}");
 }
 
 #[test]
 fn ramp_raises_the_rate_linearly() {
     let server = Server::start(&[]);
-    let http = format!("http://{}/healthz", server.http.unwrap());
-    let r = load(
+    let http = format!("http://{}/healthz", server.http());
+    let r = run_load(
         &[
             "http",
             "--url",
@@ -168,14 +174,14 @@ fn ramp_raises_the_rate_linearly() {
     );
     let j = r.json();
     // 400/s × 2 s / 2 during the ramp, then 400 in the last second.
-    let sent = num(j, "msgs_sent");
+    let sent = json_num(j, "msgs_sent");
     assert!((720.0..=802.0).contains(&sent), "sent {sent}: {j}");
 }
 
 #[test]
 fn ramp_and_connect_rate_pace_the_connections() {
     let server = Server::start(&[]);
-    let line = server.line.unwrap().to_string();
+    let line = server.line().to_string();
     for flags in [["--ramp", "1.5"], ["--connect-rate", "100"]] {
         let mut args = vec![
             "idle",
@@ -187,11 +193,11 @@ fn ramp_and_connect_rate_pace_the_connections() {
             "2.5",
         ];
         args.extend_from_slice(&flags);
-        let r = load(&args, 0, LIMIT);
+        let r = run_load(&args, 0, LIMIT);
         let j = r.json();
-        assert_eq!(num(j, "conns_open"), 150.0, "{flags:?}: {j}");
+        assert_eq!(json_num(j, "conns_open"), 150.0, "{flags:?}: {j}");
         // The last of the 150 opened about 1.5 s after the first, not all at once.
-        let ramp = num(j, "ramp_s");
+        let ramp = json_num(j, "ramp_s");
         assert!((1.0..2.5).contains(&ramp), "{flags:?}: ramp {ramp}: {j}");
     }
 }
@@ -199,11 +205,10 @@ fn ramp_and_connect_rate_pace_the_connections() {
 #[test]
 fn report_is_one_self_contained_page() {
     let server = Server::start(&[]);
-    let http = format!("http://{}/healthz", server.http.unwrap());
-    let dir = std::env::temp_dir().join(format!("readyloop-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let page = dir.join("run.html");
-    let r = run(
+    let http = format!("http://{}/healthz", server.http());
+    let dir = TempDir::new("load-report");
+    let page = dir.path().join("run.html");
+    let r = run_tool(
         &[
             "load",
             "http",
@@ -255,5 +260,4 @@ fn report_is_one_self_contained_page() {
         assert!(points > 10, "{series}: {points} points");
     }
     assert!(html.contains("--rate 500"), "the parameters");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,18 +1,15 @@
-//! What the `readyloop load` / `readyloop client` tests share: running the real binary with a
-//! deadline and reading its JSON line. Servers come from `tests/common` (`Server`), so every
-//! test talks to the real `readyloop serve` over real sockets.
+//! Running the tools (`readyloop load`, `readyloop client`) as a user would, and reading what
+//! they print: the exit status, stdout (the JSON line), stderr (progress and error lines), all
+//! bounded by a deadline. The server they load is the one `Server` of `server.rs`.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
+use super::BIN;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_readyloop");
-
 /// What one run of the binary left behind.
 #[derive(Debug)]
-pub struct Run {
+pub struct ToolRun {
     /// The exit status (`-1` if killed by a signal).
     pub code: i32,
     pub stdout: String,
@@ -20,7 +17,7 @@ pub struct Run {
     pub took: Duration,
 }
 
-impl Run {
+impl ToolRun {
     /// The last stdout line, which must be one JSON object (`--json`).
     pub fn json(&self) -> &str {
         let last = self.stdout.lines().last().unwrap_or("");
@@ -41,7 +38,7 @@ impl Run {
 }
 
 /// Runs `readyloop ARGS` with stdin from `input`, killing it past `limit`.
-pub fn run_with_input(args: &[&str], input: &[u8], limit: Duration) -> Run {
+pub fn run_tool_with_input(args: &[&str], input: &[u8], limit: Duration) -> ToolRun {
     let start = Instant::now();
     let mut child = Command::new(BIN)
         .args(args)
@@ -78,7 +75,7 @@ pub fn run_with_input(args: &[&str], input: &[u8], limit: Duration) -> Run {
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = writer.join();
-    Run {
+    ToolRun {
         code: status.code().unwrap_or(-1),
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
@@ -87,22 +84,22 @@ pub fn run_with_input(args: &[&str], input: &[u8], limit: Duration) -> Run {
 }
 
 /// Runs `readyloop ARGS` (stdin empty), killing it past `limit`.
-pub fn run(args: &[&str], limit: Duration) -> Run {
-    run_with_input(args, b"", limit)
+pub fn run_tool(args: &[&str], limit: Duration) -> ToolRun {
+    run_tool_with_input(args, b"", limit)
 }
 
 /// Runs `readyloop load ARGS --json --quiet` and expects exit status `code`.
-pub fn load(args: &[&str], code: i32, limit: Duration) -> Run {
+pub fn run_load(args: &[&str], code: i32, limit: Duration) -> ToolRun {
     let mut all = vec!["load"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", "--quiet"]);
-    let r = run(&all, limit);
+    let r = run_tool(&all, limit);
     assert_eq!(r.code, code, "readyloop {all:?}: {r:?}");
     r
 }
 
 /// The number after the first `"key":` in `json`.
-pub fn num(json: &str, key: &str) -> f64 {
+pub fn json_num(json: &str, key: &str) -> f64 {
     let pat = format!("\"{key}\":");
     let at = json
         .find(&pat)
@@ -117,7 +114,7 @@ pub fn num(json: &str, key: &str) -> f64 {
 }
 
 /// The text of the JSON object under `key` (`{...}`, braces included).
-pub fn object<'a>(json: &'a str, key: &str) -> &'a str {
+pub fn json_object<'a>(json: &'a str, key: &str) -> &'a str {
     let pat = format!("\"{key}\":{{");
     let at = json
         .find(&pat)
