@@ -321,8 +321,9 @@ pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
     let bad = |why: &str| format!("--url: {url:?} {why}");
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
-            // TLS belongs to the transport (the loop's connections), not to this tool; when the
-            // runtime has it, `https://` selects it here and `--tls` does for --addr.
+            // TLS belongs to the transport (the loop's connections, the runtime's `tls`
+            // feature), not to this tool; its issue makes `https://` select it here and `--tls`
+            // for --addr.
             return Err(bad("needs TLS, which readyloop load does not speak yet"));
         }
         return Err(bad("is not an http:// URL"));
