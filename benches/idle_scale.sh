@@ -63,7 +63,7 @@ run() {
     local hold=$((conns * 3 / RATE / 2 + 12))
     local started=$SECONDS
     # shellcheck disable=SC2086
-    setsid "$BIN" load idle --addr "$addr" --conns "$conns" --rate "$RATE" --src-ips "$SRC_IPS" \
+    setsid "$BIN" load idle --addr "$addr" --conns "$conns" --connect-rate "$RATE" --src-ips "$SRC_IPS" \
         --duration "$hold" --quiet --json $ws $( ((workers == 1)) && echo --server-pid "$server") \
         >"$TMP/load.json" 2>"$TMP/load.err" &
     local load=$!

@@ -89,7 +89,7 @@ scenario() {
 timeout -k 5 30 "$BIN" load idle --addr "$LINE" --conns 200 --duration 1 --json --quiet >/dev/null 2>&1
 sleep 1
 
-# Idle: the ramp (--rate 5000 by default) must fit in the hold, and RSS is sampled at the end.
+# Idle: the ramp (--connect-rate 5000 by default) must fit in the hold, and RSS is sampled at the end.
 idle_secs=$((SECS > IDLE_CONNS / 2500 + 2 ? SECS : IDLE_CONNS / 2500 + 2))
 scenario idle "" idle --addr "$LINE" --conns "$IDLE_CONNS" --duration "$idle_secs" --server-pid "$server"
 sleep 1

@@ -10,13 +10,12 @@ use readyloop::logging;
 use readyloop::service::{LineMode, Protocol, ServeConfig, Server};
 use readyloop::Addr;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "\
 usage: readyloop [serve] [OPTIONS]
-       readyloop client ADDR           (see `readyloop client --help`)
+       readyloop client HOST:PORT      (see `readyloop client --help`)
        readyloop load MODE [OPTIONS]   (see `readyloop load --help`)
        readyloop --version
 
@@ -65,7 +64,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("readyloop: {e}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&*e))
         }
     }
 }
@@ -115,6 +114,17 @@ fn init_logging() -> Option<&'static logging::LogSink> {
     sink
 }
 
+/// 1 for a load run that finished but missed a threshold or failed a check; 2 for every other
+/// error (bad flags, nothing reachable, I/O).
+fn exit_status(e: &(dyn std::error::Error + 'static)) -> u8 {
+    #[cfg(feature = "load")]
+    if e.is::<readyloop::tools::load::Failed>() {
+        return 1;
+    }
+    let _ = e;
+    2
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     // The first argument may be a subcommand; anything else is a `serve` option.
@@ -127,11 +137,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut parser = lexopt::Parser::from_args(rest);
     match command.as_str() {
         "serve" => serve(&mut parser, serve_args),
-        "client" => {
-            let addr: SocketAddr = parser.value()?.parse()?;
-            readyloop::tools::client::run(addr)?;
-            Ok(())
-        }
+        "client" => readyloop::tools::client::main(parser.raw_args()?.collect()),
         #[cfg(feature = "load")]
         "load" => readyloop::tools::load::main(parser.raw_args()?.collect()),
         #[cfg(not(feature = "load"))]

@@ -14,6 +14,11 @@ use support::{collect, json_value, wait_timeout, Server, BIN};
 /// Runs `readyloop load ARGS --json --quiet`, killing it past `limit`. Returns its JSON line
 /// and how long it ran.
 fn load(args: &[&str], limit: Duration) -> (String, Duration) {
+    load_exiting(args, limit, 0)
+}
+
+/// `load`, for a run that must end with exit status `code` (2: no connection succeeded).
+fn load_exiting(args: &[&str], limit: Duration, code: i32) -> (String, Duration) {
     let start = Instant::now();
     let mut child = Command::new(BIN)
         .arg("load")
@@ -29,7 +34,7 @@ fn load(args: &[&str], limit: Duration) -> (String, Duration) {
         let _ = child.wait();
         panic!("load {args:?} still running after {limit:?}");
     };
-    assert!(status.success(), "load {args:?} failed: {status}");
+    assert_eq!(status.code(), Some(code), "load {args:?}: {status}");
     let took = start.elapsed();
     let out = String::from_utf8(out.recv().unwrap()).unwrap();
     let last = out.lines().last().expect("a JSON line").to_string();
@@ -155,9 +160,10 @@ fn refused_connections_are_counted_and_exit_promptly() {
         l.local_addr().unwrap().port()
     }; // closed again: connects are refused
     let addr = format!("127.0.0.1:{port}");
-    let (j, took) = load(
+    let (j, took) = load_exiting(
         &["echo", "--addr", &addr, "--conns", "50", "--duration", "10"],
         LIMIT,
+        2,
     );
     assert_eq!(num(&j, "conns_failed"), 50.0, "{j}");
     assert_eq!(num(&j, "conns_ok"), 0.0, "{j}");
@@ -165,9 +171,10 @@ fn refused_connections_are_counted_and_exit_promptly() {
     assert!(j.contains("\"connect: ConnectionRefused\":50"), "{j}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // hello retries refused slots until the duration ends, counting each failure.
-    let (j, took) = load(
+    let (j, took) = load_exiting(
         &["hello", "--addr", &addr, "--conns", "5", "--duration", "1"],
         LIMIT,
+        2,
     );
     assert!(num(&j, "conns_failed") >= 5.0, "{j}");
     assert_eq!(num(&j, "errors"), num(&j, "conns_failed"), "{j}");

@@ -12,6 +12,8 @@
 //!   upload helpers.
 //! - `ws`: the one raw WebSocket client (`RawClient`, independent of the crate's codec), and a
 //!   `tungstenite` client for the happy paths.
+//! - `load`: running `readyloop load` and `readyloop client` with a deadline, and reading their
+//!   exit status, JSON line and stderr.
 //!
 //! This file owns what they share: the timeouts, where the binary is, and `TempDir`.
 //!
@@ -22,6 +24,7 @@
 #![allow(dead_code)]
 
 mod http;
+mod load;
 mod net;
 mod server;
 mod ws;
@@ -29,7 +32,7 @@ mod ws;
 // Flat, so that `use support::{Server, connect, RawClient}` reads the same in every file; a
 // test binary that uses nothing of one part would otherwise be warned about its re-export.
 #[allow(unused_imports)]
-pub use self::{http::*, net::*, server::*, ws::*};
+pub use self::{http::*, load::*, net::*, server::*, ws::*};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,32 +1,47 @@
 //! `LoadClient`: the load generator's `Handler`, one state machine per connection slot.
 //!
 //! Every connection goes down the same stages (`Stage`), whatever the mode:
-//! `Connecting` → (`Handshaking`, for WebSocket) → `Ready` → `Done` (or `Finished`, for a hello
-//! conversation that ended well). What happens once `Ready` is the mode's business:
+//! `Connecting` → (`Handshaking`, for WebSocket) → `Ready` → `Done` (or `Finished`, for a
+//! conversation that ended well and whose slot connects again). What happens once `Ready` is
+//! the mode's business:
 //! - **idle**: nothing; hold the connection (a WebSocket answers pings and counts messages).
 //! - **hello**: read the greeting until EOF; it must be non-empty and end with `\n`. The slot
-//!   connects again (`reopen`), at once after a good greeting, after `RETRY_DELAY` after a failure.
-//! - **echo** / **ws-echo**: keep `--pipeline` messages in flight; each echo must equal the
-//!   payload sent (regenerated from slot and sequence number, so nothing is stored but the send
-//!   times); latency is send → matching echo.
+//!   connects again, at once after a good greeting, after `RETRY_DELAY_US` after a failure.
+//! - **echo** / **ws-echo**: each echo must equal the payload sent (regenerated from slot and
+//!   sequence number, so nothing is stored but the send times).
+//! - **http**: each response is parsed (`http.rs`) and its status counted; `--close` sends one
+//!   request per connection and the slot connects again for the next.
 //! - **ws-broadcast**: the first `--senders` slots send (the driver calls `broadcast_tick`);
 //!   every connection checks each sender's sequence numbers arrive once and in order.
 //!
+//! **When requests go out** (echo, ws-echo, http). Closed model (no `--rate`): each connection
+//! keeps `--pipeline` requests in flight, sending the next when an answer comes, so latency is
+//! answer time minus send time. Open model (`--rate`, see `schedule.rs`): sends follow the
+//! timetable whatever the answers do. Capacity waits in `OpenModel::free` (a connection with a
+//! free `--pipeline` place, or an idle `--close` slot); a due send takes the first free place;
+//! when none is free the send waits, goes out late when an answer frees one, and its latency
+//! still counts from its intended time. Each send records both times (`Sent`), so the
+//! corrected and the uncorrected latency come from the same sample.
+//!
 //! Errors are counted only while measuring (`stopping` is false): the close-down at the end
-//! makes no errors. Connections that fail are not reopened, except in hello mode.
+//! makes no errors. Connections that fail are not reopened, except in the modes whose slots
+//! connect again (hello, http).
 
-use super::report::Report;
-use super::Mode;
+use super::http::{Answer, HttpConn, Request};
+use super::opts::{Mode, Opts};
+use super::report::{Report, LATE_AFTER_US};
+use super::schedule::Schedule;
 use crate::codec::line::next_line;
 use crate::codec::ws::close::close_frame;
 use crate::codec::ws::{frame, handshake, CloseCode, Message, MessageDecoder, OpCode, Role};
 use crate::runtime::{Addr, CloseReason, ConnId, ContextOf, Handler, ListenerId};
+use hdrhistogram::Histogram;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-/// Wait before a hello slot connects again after a failure, so a refusing server does not make
-/// us spin (10 retries per second per slot).
+/// Wait before a slot connects again after a failure, so a refusing server does not make us
+/// spin (10 retries per second per slot).
 pub const RETRY_DELAY_US: u64 = 100_000;
 /// ws-broadcast: sender ids are `proc_index * SENDERS_PER_PROC + sender`, unique across `--procs`.
 const SENDERS_PER_PROC: u32 = 1 << 16;
@@ -55,7 +70,7 @@ pub enum Stage {
     Handshaking,
     /// Doing the mode's work; counted in `LoadClient::open`.
     Ready,
-    /// A hello conversation that ended well; the slot connects again.
+    /// A conversation that ended well (hello, http `--close`); the slot connects again.
     Finished,
     /// Failed (error counted) or being closed.
     Done,
@@ -70,6 +85,50 @@ pub struct WsConn {
     next_from: HashMap<u32, u64>,
 }
 
+/// The protocol a connection speaks once connected.
+pub enum Proto {
+    /// Bytes as they come (idle, hello, echo).
+    Plain,
+    /// WebSocket, after the upgrade.
+    Ws(Box<WsConn>),
+    /// HTTP/1.1 responses.
+    Http(Box<HttpConn>),
+}
+
+/// One request or message on its way (µs, `mono_us` time): when the timetable meant it to go
+/// (`intended_us`), when a connection was free to take it (`ready_us`, never before
+/// `intended_us`), and when it went (`sent_us`).
+///
+/// Its corrected latency is `answer - intended_us` less the generator's own lateness
+/// `sent_us - ready_us`: the time it waited for a connection the server had not freed yet is
+/// the server's doing and counts (that is the whole point of wrk2's correction); the time our
+/// own timer or CPU took to send it once a connection was free does not, since it says nothing
+/// about the server (it is reported as the send lag). wrk2 counts both, and so adds its timer's
+/// ~0.5 ms rounding to every sample; on the machine this was written on, sleeping timers wake
+/// ~50 µs late, more than a loopback answer takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    intended_us: u64,
+    ready_us: u64,
+    sent_us: u64,
+}
+
+impl Sent {
+    /// A send made at once, with no timetable (closed model).
+    fn now() -> Sent {
+        let now = mono_us();
+        Sent::at(now)
+    }
+
+    fn at(t: u64) -> Sent {
+        Sent {
+            intended_us: t,
+            ready_us: t,
+            sent_us: t,
+        }
+    }
+}
+
 /// Per-connection state.
 pub struct Conn {
     slot: u32,
@@ -81,16 +140,16 @@ pub struct Conn {
     /// Next sequence number to send / expected back.
     next_seq: u64,
     expect_seq: u64,
-    /// Send times of messages awaiting their echo, oldest first.
-    inflight: VecDeque<u64>,
+    /// Requests or messages awaiting their answer, oldest first.
+    inflight: VecDeque<Sent>,
     /// hello: greeting bytes so far and the last of them.
     got: usize,
     last: u8,
-    ws: Option<Box<WsConn>>,
+    proto: Proto,
 }
 
 impl Conn {
-    pub fn new(slot: u32, first: bool) -> Conn {
+    fn new(slot: u32, first: bool) -> Conn {
         Conn {
             slot,
             stage: Stage::Connecting,
@@ -101,81 +160,153 @@ impl Conn {
             inflight: VecDeque::new(),
             got: 0,
             last: 0,
-            ws: None,
+            proto: Proto::Plain,
         }
+    }
+}
+
+/// Capacity for one send, waiting in the open model's queue.
+#[derive(Debug, Clone, Copy)]
+enum Free {
+    /// A free `--pipeline` place on this connection (stale once it closed: skipped), free
+    /// since the time given (µs).
+    Conn(ConnId, u64),
+    /// An idle `--close` slot, idle since the time given: the send opens a connection.
+    Slot(u32, u64),
+}
+
+/// The open model (`--rate`): the timetable and the capacity waiting for its sends.
+pub struct OpenModel {
+    schedule: Schedule,
+    /// `mono_us` time at which the timetable starts; `None` while connections open.
+    pub t0_us: Option<u64>,
+    /// Sends made so far: the index of the next one in the timetable.
+    next: u64,
+    free: VecDeque<Free>,
+}
+
+impl OpenModel {
+    /// The schedule, for the pacer.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// Sends due by `now_us`.
+    pub fn due(&self, now_us: u64) -> u64 {
+        self.t0_us
+            .map_or(0, |t0| self.schedule.due_by(now_us.saturating_sub(t0)))
     }
 }
 
 /// The `Context` of the load generator's callbacks.
 pub type Cx<'a> = ContextOf<'a, LoadClient>;
 
+/// Counters at the end of the last full second, for the timeline's differences.
+#[derive(Default)]
+struct Mark {
+    msgs: u64,
+    errors: u64,
+    sent: u64,
+    late: u64,
+}
+
 /// The load generator's handler.
 pub struct LoadClient {
     pub mode: Mode,
-    pub size: usize,
-    pub pipeline: usize,
+    addr: SocketAddr,
+    src_ips: Vec<IpAddr>,
+    next_src: usize,
+    size: usize,
+    pipeline: usize,
     /// Upgrade to WebSocket on this path before the mode's work.
-    pub ws_path: Option<String>,
-    pub text: bool,
+    ws_path: Option<String>,
+    text: bool,
+    /// `Host` of WebSocket upgrades: the server as the user named it.
     host: String,
+    /// `load http`: the request, and whether each one gets a connection of its own.
+    request: Option<Request>,
+    close_each: bool,
     pub report: Report,
     /// Measuring is over: no more errors, sends or reopens.
     pub stopping: bool,
     /// Connections `Ready` now.
     pub open: u64,
-    /// Hello slots to connect again, with the time (µs) from which they may.
-    pub reopen: Vec<(u32, u64)>,
+    /// Slots to connect again, with the time (µs) from which they may.
+    reopen: Vec<(u32, u64)>,
     pub first_started_us: u64,
     pub last_first_open_us: u64,
+    /// `--rate`: the open model.
+    pub open_model: Option<OpenModel>,
+    /// Latencies of the current second, for the timeline.
+    second: Histogram<u64>,
+    mark: Mark,
     rng: u64,
     scratch: Vec<u8>,
     // ws-broadcast
-    pub proc_index: u32,
-    pub senders: usize,
-    pub msg_rate: f64,
+    proc_index: u32,
+    senders: usize,
+    msg_rate: f64,
     sender_ids: Vec<Option<ConnId>>,
     /// Messages sent per local sender.
-    pub sent: Vec<u64>,
+    sent: Vec<u64>,
     send_started_us: Option<u64>,
 }
 
 impl LoadClient {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        mode: Mode,
-        addr: SocketAddr,
-        conns: u64,
-        size: usize,
-        pipeline: usize,
-        ws_path: Option<String>,
-        text: bool,
-        proc_index: u32,
-        senders: usize,
-        msg_rate: f64,
-    ) -> LoadClient {
-        let senders = senders.min(conns as usize);
+    /// The handler for `opts` (one process's share of it).
+    pub fn new(opts: &Opts) -> LoadClient {
+        let conns = opts.conns as u64;
+        let senders = opts.senders.min(opts.conns);
+        let open_model = opts
+            .rate
+            .filter(|_| opts.mode.has_open_model())
+            .map(|rate| OpenModel {
+                schedule: Schedule::new(rate, opts.ramp.map_or(0.0, |r| r.as_secs_f64())),
+                t0_us: None,
+                next: 0,
+                free: if opts.closes() {
+                    (0..opts.conns as u32).map(|s| Free::Slot(s, 0)).collect()
+                } else {
+                    VecDeque::new()
+                },
+            });
+        let mut report = Report::new(opts.mode.name(), &opts.addr.to_string(), conns);
+        report.rate = open_model.as_ref().and(opts.rate);
         LoadClient {
-            mode,
-            size,
-            pipeline: pipeline.max(1),
-            ws_path,
-            text,
-            host: addr.to_string(),
-            report: Report::new(mode.name(), &addr.to_string(), conns),
+            mode: opts.mode,
+            addr: opts.addr,
+            src_ips: opts.src_ips.clone(),
+            next_src: opts.child.unwrap_or(0),
+            size: opts.size,
+            pipeline: opts.pipeline.max(1),
+            ws_path: opts.ws_path(),
+            text: opts.text,
+            host: opts.http.host.clone(),
+            request: (opts.mode == Mode::Http).then(|| Request::new(&opts.http)),
+            close_each: opts.closes(),
+            report,
             stopping: false,
             open: 0,
             reopen: Vec::new(),
             first_started_us: 0,
             last_first_open_us: 0,
+            open_model,
+            second: super::report::new_histogram(),
+            mark: Mark::default(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ mono_us() ^ ((std::process::id() as u64) << 32),
             scratch: Vec::new(),
-            proc_index,
+            proc_index: opts.child.unwrap_or(0) as u32,
             senders,
-            msg_rate,
+            msg_rate: opts.msg_rate,
             sender_ids: vec![None; senders],
             sent: vec![0; senders],
             send_started_us: None,
         }
+    }
+
+    /// Whether slots connect again after their connection ends (hello, http).
+    pub fn reconnects(&self) -> bool {
+        matches!(self.mode, Mode::Hello | Mode::Http)
     }
 
     fn random(&mut self) -> u64 {
@@ -196,6 +327,12 @@ impl LoadClient {
         }
     }
 
+    fn check_failed(&mut self, kind: &str) {
+        if !self.stopping {
+            self.report.check_failed(kind);
+        }
+    }
+
     /// Leaves `Ready` (or any stage) for `stage`, keeping `open` right.
     fn leave(&mut self, st: &mut Conn, stage: Stage) {
         if st.stage == Stage::Ready {
@@ -204,12 +341,171 @@ impl LoadClient {
         st.stage = stage;
     }
 
-    /// Counts an error of `kind` and drops the connection.
+    /// Counts a failed check of `kind` and drops the connection.
     fn fail(&mut self, cx: &mut Cx<'_>, st: &mut Conn, kind: &str) {
-        self.error(kind);
+        self.check_failed(kind);
         self.leave(st, Stage::Done);
         let id = cx.id();
         cx.abort(id);
+    }
+
+    /// The ramp reached `slot`: its first connection (none yet for `--close` under `--rate`,
+    /// whose slots wait for the schedule).
+    pub fn start_slot(&mut self, cx: &mut Cx<'_>, slot: u32) {
+        if !self.close_each {
+            self.open_slot(cx, slot, true, None);
+        } else if self.open_model.is_none() {
+            self.open_slot(cx, slot, true, Some(Sent::now()));
+        }
+    }
+
+    /// Starts a connection for `slot` from the next `--src-ips` address. `sent`: the request
+    /// this connection is for (`--close`), whose clock starts now.
+    fn open_slot(&mut self, cx: &mut Cx<'_>, slot: u32, first: bool, sent: Option<Sent>) {
+        let src = if self.src_ips.is_empty() {
+            None
+        } else {
+            self.next_src = (self.next_src + 1) % self.src_ips.len();
+            Some(self.src_ips[self.next_src])
+        };
+        let mut conn = Conn::new(slot, first);
+        conn.inflight.extend(sent);
+        if let Err(e) = cx.connect_from(self.addr, src, conn) {
+            self.report.conns_failed += 1;
+            self.error(&format!("connect: {:?}", e.kind()));
+            if self.reconnects() {
+                self.reopen.push((slot, mono_us() + RETRY_DELAY_US));
+            }
+        }
+    }
+
+    /// Connects the slots whose retry time has come.
+    pub fn reopen_due(&mut self, cx: &mut Cx<'_>) {
+        if self.reopen.is_empty() {
+            return;
+        }
+        let now = mono_us();
+        let mut due = Vec::new();
+        self.reopen.retain(|&(slot, at)| {
+            let ready = at <= now;
+            if ready {
+                due.push(slot);
+            }
+            !ready
+        });
+        for slot in due {
+            self.slot_free(cx, slot);
+        }
+    }
+
+    /// A slot whose connection ended is free: connect it again (closed model), or offer it to
+    /// the schedule (`--close` under `--rate`).
+    fn slot_free(&mut self, cx: &mut Cx<'_>, slot: u32) {
+        if self.stopping {
+            return;
+        }
+        if self.close_each {
+            let now = mono_us();
+            if let Some(sent) = self.take_due_send(now) {
+                self.open_slot(cx, slot, false, Some(sent));
+            } else if let Some(om) = self.open_model.as_mut() {
+                om.free.push_back(Free::Slot(slot, now));
+            } else {
+                self.open_slot(cx, slot, false, Some(Sent::now()));
+            }
+        } else {
+            self.open_slot(cx, slot, false, None);
+        }
+    }
+
+    /// Open model: if a send is due and not made yet, takes it for a place free since
+    /// `free_since` (its times; its lateness recorded). A place queued earlier than that
+    /// (another connection's, still in `free`) could have taken it first: the send waited for
+    /// a connection only from the earlier of the two.
+    fn take_due_send(&mut self, free_since: u64) -> Option<Sent> {
+        let om = self.open_model.as_mut()?;
+        let t0 = om.t0_us?;
+        let now = mono_us();
+        if om.next >= om.schedule.due_by(now.saturating_sub(t0)) {
+            return None;
+        }
+        let intended_us = t0 + om.schedule.offset_us(om.next);
+        om.next += 1;
+        let oldest_free = match om.free.front() {
+            Some(Free::Conn(_, since) | Free::Slot(_, since)) => *since,
+            None => u64::MAX,
+        };
+        let free_since = free_since.min(oldest_free);
+        let sent = Sent {
+            intended_us,
+            ready_us: free_since.clamp(intended_us, now.max(intended_us)),
+            sent_us: now,
+        };
+        let r = &mut self.report;
+        r.send_lag
+            .saturating_record(now.saturating_sub(intended_us));
+        if now.saturating_sub(intended_us) > LATE_AFTER_US {
+            r.sends_late += 1;
+        }
+        if sent.ready_us - intended_us > LATE_AFTER_US {
+            r.sends_waited += 1;
+        }
+        let own = now.saturating_sub(sent.ready_us);
+        if own > LATE_AFTER_US {
+            r.sends_own_late += 1;
+        }
+        r.own_lag_max_us = r.own_lag_max_us.max(own);
+        Some(sent)
+    }
+
+    /// Open model, outside any connection's callback (a pacer tick, the driver): makes every
+    /// due send that has a free place.
+    pub fn dispatch(&mut self, cx: &mut Cx<'_>) {
+        loop {
+            let Some(om) = self.open_model.as_mut() else {
+                return;
+            };
+            if om.t0_us.is_none() || om.next >= om.due(mono_us()) {
+                return;
+            }
+            let Some(free) = om.free.pop_front() else {
+                return; // every place is taken: the send waits, and will be late
+            };
+            match free {
+                Free::Slot(slot, since) => {
+                    let sent = self.take_due_send(since);
+                    self.open_slot(cx, slot, false, sent);
+                }
+                Free::Conn(id, since) => {
+                    cx.with_state(id, |cx, st| {
+                        if st.stage == Stage::Ready && !self.stopping {
+                            if let Some(sent) = self.take_due_send(since) {
+                                self.send_one(cx, id, st, sent);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The connection `st` has `places` free places for requests: fill them (closed model),
+    /// or send what the schedule owes and queue the rest of the places (open model).
+    fn offer(&mut self, cx: &mut Cx<'_>, st: &mut Conn, places: usize) {
+        if self.stopping {
+            return;
+        }
+        let id = cx.id();
+        let now = mono_us();
+        for _ in 0..places {
+            if self.open_model.is_none() {
+                self.send_one(cx, id, st, Sent::now());
+            } else if let Some(sent) = self.take_due_send(now) {
+                self.send_one(cx, id, st, sent);
+            } else if let Some(om) = self.open_model.as_mut() {
+                om.free.push_back(Free::Conn(id, now));
+            }
+        }
     }
 
     /// The connection (and its upgrade) is up: start the mode's work.
@@ -220,52 +516,94 @@ impl LoadClient {
         self.open += 1;
         self.report.conns_peak = self.report.conns_peak.max(self.open);
         match self.mode {
-            Mode::Echo | Mode::WsEcho => {
-                for _ in 0..self.pipeline {
-                    self.send_next(cx, st);
+            Mode::Http if self.close_each => {
+                // The request this connection was opened for.
+                if let Some(sent) = st.inflight.pop_front() {
+                    self.send_one(cx, id, st, sent);
                 }
             }
+            Mode::Echo | Mode::WsEcho | Mode::Http => self.offer(cx, st, self.pipeline),
             Mode::WsBroadcast if slot < self.senders => self.sender_ids[slot] = Some(id),
             _ => {}
         }
     }
 
-    /// echo / ws-echo: sends the connection's next message.
-    fn send_next(&mut self, cx: &mut Cx<'_>, st: &mut Conn) {
-        if self.stopping {
-            return;
-        }
-        let id = cx.id();
-        let (slot, seq) = (st.slot, st.next_seq);
-        st.next_seq += 1;
-        st.inflight.push_back(mono_us());
-        payload(&mut self.scratch, slot, seq, self.size);
+    /// Sends one request or message on `st` (echo, ws-echo, http), remembering its times.
+    fn send_one(&mut self, cx: &mut Cx<'_>, id: ConnId, st: &mut Conn, sent: Sent) {
+        st.inflight.push_back(sent);
         self.report.msgs_sent += 1;
-        if self.mode == Mode::WsEcho {
-            let op = if self.text {
-                OpCode::Text
-            } else {
-                OpCode::Binary
-            };
-            let mask = self.mask();
-            cx.send(id, frame::masked_frame(op, &self.scratch, mask));
-        } else {
-            self.scratch.push(b'\n');
-            cx.send_copy(id, &self.scratch);
+        match self.mode {
+            Mode::Http => {
+                let Some(req) = &self.request else { return };
+                match req.chunk() {
+                    Ok(bytes) => cx.send_copy(id, bytes),
+                    Err(shared) => cx.send(id, shared),
+                };
+            }
+            Mode::WsEcho => {
+                payload(&mut self.scratch, st.slot, st.next_seq, self.size);
+                st.next_seq += 1;
+                let op = if self.text {
+                    OpCode::Text
+                } else {
+                    OpCode::Binary
+                };
+                let mask = self.mask();
+                cx.send(id, frame::masked_frame(op, &self.scratch, mask));
+            }
+            _ => {
+                payload(&mut self.scratch, st.slot, st.next_seq, self.size);
+                st.next_seq += 1;
+                self.scratch.push(b'\n');
+                cx.send_copy(id, &self.scratch);
+            }
         }
     }
 
-    /// Records a verified message that took `from_us` → now.
-    fn got_message(&mut self, from_us: Option<u64>) {
+    /// Records a verified answer to `sent` (None: nothing to time it by).
+    fn got_answer(&mut self, sent: Option<Sent>) {
         if self.stopping {
             return;
         }
         self.report.msgs += 1;
-        if let Some(t) = from_us {
+        let Some(sent) = sent else { return };
+        let now = mono_us();
+        let uncorrected = now.saturating_sub(sent.sent_us).max(1);
+        let corrected = uncorrected + (sent.ready_us - sent.intended_us);
+        self.report.latency.saturating_record(corrected);
+        self.second.saturating_record(corrected);
+        if self.open_model.is_some() {
             self.report
-                .latency
-                .saturating_record(mono_us().saturating_sub(t).max(1));
+                .latency_uncorrected
+                .saturating_record(uncorrected);
         }
+    }
+
+    /// The timeline's entry for the second that just ended.
+    pub fn take_second(&mut self) -> super::report::Second {
+        let r = &self.report;
+        let errors = r.error_count();
+        let sec = super::report::Second {
+            msgs: r.msgs - self.mark.msgs,
+            errors: errors.saturating_sub(self.mark.errors),
+            sent: r.msgs_sent - self.mark.sent,
+            late: r.sends_waited - self.mark.late,
+            conns: self.open,
+            p99_us: if self.second.is_empty() {
+                0
+            } else {
+                self.second.value_at_quantile(0.99)
+            },
+            max_us: self.second.max(),
+        };
+        self.mark = Mark {
+            msgs: r.msgs,
+            errors,
+            sent: r.msgs_sent,
+            late: r.sends_waited,
+        };
+        self.second.reset();
+        sec
     }
 
     fn echo_lines(&mut self, cx: &mut Cx<'_>, st: &mut Conn, data: &[u8]) -> usize {
@@ -283,8 +621,8 @@ impl LoadClient {
                     }
                     st.expect_seq += 1;
                     let sent = st.inflight.pop_front();
-                    self.got_message(sent);
-                    self.send_next(cx, st);
+                    self.got_answer(sent);
+                    self.offer(cx, st, 1);
                 }
                 Ok(None) => return used,
                 Err(_) => {
@@ -295,11 +633,55 @@ impl LoadClient {
         }
     }
 
+    fn http_data(&mut self, cx: &mut Cx<'_>, st: &mut Conn, data: &mut [u8]) -> usize {
+        // The HTTP state leaves the connection for the parse, so the answers can use `st`.
+        let Proto::Http(mut http) = std::mem::replace(&mut st.proto, Proto::Plain) else {
+            return data.len();
+        };
+        let used = http.feed(data, |answer| self.http_answer(cx, st, answer));
+        st.proto = Proto::Http(http);
+        used
+    }
+
+    /// One response came (or a malformed one). Returns whether to go on reading this
+    /// connection's responses.
+    fn http_answer(&mut self, cx: &mut Cx<'_>, st: &mut Conn, answer: Answer) -> bool {
+        let id = cx.id();
+        match answer {
+            Answer::Malformed(e) => {
+                self.fail(cx, st, &format!("http: {e}"));
+                false
+            }
+            Answer::Done { status, keep_alive } => {
+                if !self.stopping {
+                    *self.report.status.entry(status).or_insert(0) += 1;
+                    if !(200..400).contains(&status) {
+                        self.report.check_failed(&format!("http: status {status}"));
+                    }
+                }
+                let sent = st.inflight.pop_front();
+                self.got_answer(sent);
+                if self.close_each || !keep_alive {
+                    // Done with this connection; its slot connects again (`on_close`).
+                    if !st.inflight.is_empty() {
+                        self.error("http: requests unanswered when the server closed");
+                    }
+                    self.leave(st, Stage::Finished);
+                    cx.close(id);
+                    false
+                } else {
+                    self.offer(cx, st, 1);
+                    true
+                }
+            }
+        }
+    }
+
     fn ws_data(&mut self, cx: &mut Cx<'_>, st: &mut Conn, data: &mut [u8]) -> usize {
         let id = cx.id();
         let mut used = 0;
         loop {
-            let Some(ws) = st.ws.as_deref_mut() else {
+            let Proto::Ws(ws) = &mut st.proto else {
                 return data.len();
             };
             let (n, msg) = match ws.decoder.decode(&mut data[used..]) {
@@ -349,7 +731,7 @@ impl LoadClient {
                     self.fail(cx, st, kind);
                     return data.len();
                 }
-                Ok(()) if self.mode == Mode::WsEcho => self.send_next(cx, st),
+                Ok(()) if self.mode == Mode::WsEcho => self.offer(cx, st, 1),
                 Ok(()) => {}
             }
         }
@@ -362,7 +744,7 @@ impl LoadClient {
         is_text: bool,
         slot: u32,
         expect_seq: &mut u64,
-        inflight: &mut VecDeque<u64>,
+        inflight: &mut VecDeque<Sent>,
         next_from: &mut HashMap<u32, u64>,
     ) -> Result<(), &'static str> {
         match self.mode {
@@ -373,7 +755,7 @@ impl LoadClient {
                 }
                 *expect_seq += 1;
                 let sent = inflight.pop_front();
-                self.got_message(sent);
+                self.got_answer(sent);
             }
             Mode::WsBroadcast => {
                 let Some((sender, seq, sent_us)) = parse_broadcast(bytes) else {
@@ -387,23 +769,29 @@ impl LoadClient {
                     .get(&sender)
                     .unwrap_or(&if local { 0 } else { seq });
                 if seq < expected {
-                    self.error("ws-broadcast: duplicate or out of order");
+                    self.check_failed("ws-broadcast: duplicate or out of order");
                     return Ok(());
                 }
                 if seq > expected && !self.stopping {
-                    *self
-                        .report
-                        .errors
-                        .entry("ws-broadcast: missing".into())
-                        .or_insert(0) += seq - expected;
+                    self.count_missing(seq - expected);
                 }
                 next_from.insert(sender, seq + 1);
-                self.got_message(Some(sent_us));
+                self.got_answer(Some(Sent::at(sent_us)));
             }
             // idle on a WebSocket: count what the server pushes.
-            _ => self.got_message(None),
+            _ => self.got_answer(None),
         }
         Ok(())
+    }
+
+    /// ws-broadcast: `n` messages that never arrived (failed checks, one per message).
+    pub fn count_missing(&mut self, n: u64) {
+        *self
+            .report
+            .errors
+            .entry("ws-broadcast: missing".into())
+            .or_insert(0) += n;
+        self.report.checks_failed += n;
     }
 
     /// ws-broadcast: sends what the `--msg-rate` schedule owes by now. Sending starts once every
@@ -455,7 +843,7 @@ impl LoadClient {
         let mut missing = 0;
         for id in cx.ids() {
             let Some(st) = cx.state_of(id) else { continue };
-            let (Stage::Ready, Some(ws)) = (st.stage, st.ws.as_deref()) else {
+            let (Stage::Ready, Proto::Ws(ws)) = (st.stage, &st.proto) else {
                 continue;
             };
             for (s, &sent) in self.sent.iter().enumerate() {
@@ -467,16 +855,18 @@ impl LoadClient {
     }
 
     /// Ends measuring: close every connection (WebSocket ones with a Close frame). Connects or
-    /// upgrades still unfinished count as failed, except in hello mode where they are routine.
+    /// upgrades still unfinished count as failed, except where slots connect again (hello,
+    /// http), for which a connect in progress at the end is routine.
     pub fn close_all(&mut self, cx: &mut Cx<'_>) {
+        let routine = self.reconnects();
         for id in cx.ids() {
             let Some(st) = cx.state_of(id) else { continue };
             let stage = st.stage;
-            let is_ws = st.ws.is_some();
+            let is_ws = matches!(st.proto, Proto::Ws(_));
             st.stage = Stage::Done;
             match stage {
                 Stage::Connecting | Stage::Handshaking => {
-                    if self.mode != Mode::Hello {
+                    if !routine {
                         self.report.error(if stage == Stage::Connecting {
                             "connect: not finished at end"
                         } else {
@@ -526,6 +916,7 @@ fn parse_broadcast(bytes: &[u8]) -> Option<(u32, u64, u64)> {
 
 impl Handler for LoadClient {
     type Conn = Conn;
+    /// A pacer tick: sends may be due.
     type Message = ();
 
     fn accept(&mut self, _: ListenerId, _: &Addr) -> Option<Conn> {
@@ -545,38 +936,39 @@ impl Handler for LoadClient {
             let key = handshake::key_from_nonce(nonce);
             let request = handshake::request(&self.host, &path, &key);
             st.stage = Stage::Handshaking;
-            st.ws = Some(Box::new(WsConn {
+            st.proto = Proto::Ws(Box::new(WsConn {
                 key,
                 decoder: MessageDecoder::new(Role::Client),
                 next_from: HashMap::new(),
             }));
             cx.send(id, request);
         } else {
+            if let Some(req) = &self.request {
+                st.proto = Proto::Http(Box::new(HttpConn::new(req)));
+            }
             self.ready(cx, st);
         }
     }
 
     fn on_data(&mut self, cx: &mut Cx<'_>, st: &mut Conn, data: &mut [u8]) -> usize {
-        match st.stage {
-            Stage::Handshaking => {
-                let key = st.ws.as_ref().map(|w| w.key.as_str()).unwrap_or_default();
-                match handshake::check_response(data, key) {
-                    Ok(None) => 0,
-                    Ok(Some(n)) => {
-                        if let Some(ws) = st.ws.as_deref_mut() {
-                            ws.key = String::new();
-                        }
-                        self.ready(cx, st);
-                        n + self.ws_data(cx, st, &mut data[n..])
+        match (st.stage, &st.proto) {
+            (Stage::Handshaking, Proto::Ws(ws)) => match handshake::check_response(data, &ws.key) {
+                Ok(None) => 0,
+                Ok(Some(n)) => {
+                    if let Proto::Ws(ws) = &mut st.proto {
+                        ws.key = String::new();
                     }
-                    Err(e) => {
-                        self.fail(cx, st, &format!("ws: upgrade refused: {e:?}"));
-                        data.len()
-                    }
+                    self.ready(cx, st);
+                    n + self.ws_data(cx, st, &mut data[n..])
                 }
-            }
-            Stage::Ready if st.ws.is_some() => self.ws_data(cx, st, data),
-            Stage::Ready => match self.mode {
+                Err(e) => {
+                    self.fail(cx, st, &format!("ws: upgrade refused: {e:?}"));
+                    data.len()
+                }
+            },
+            (Stage::Ready, Proto::Ws(_)) => self.ws_data(cx, st, data),
+            (Stage::Ready, Proto::Http(_)) => self.http_data(cx, st, data),
+            (Stage::Ready, Proto::Plain) => match self.mode {
                 Mode::Hello => {
                     st.got += data.len();
                     st.last = data.last().copied().unwrap_or(st.last);
@@ -584,7 +976,7 @@ impl Handler for LoadClient {
                 }
                 Mode::Echo => self.echo_lines(cx, st, data),
                 _ => {
-                    self.got_message(None);
+                    self.got_answer(None);
                     data.len()
                 }
             },
@@ -594,24 +986,44 @@ impl Handler for LoadClient {
 
     fn on_eof(&mut self, cx: &mut Cx<'_>, st: &mut Conn) {
         let id = cx.id();
-        if self.mode == Mode::Hello && st.stage == Stage::Ready {
-            let ok = st.got > 0 && st.last == b'\n';
-            let started = st.started_us;
-            st.stage = Stage::Finished;
-            self.open -= 1;
-            if ok {
-                self.got_message(Some(started));
-            } else {
-                self.error("hello: bad greeting");
+        if st.stage == Stage::Ready {
+            match (&mut st.proto, self.mode) {
+                (Proto::Plain, Mode::Hello) => {
+                    let ok = st.got > 0 && st.last == b'\n';
+                    let started = st.started_us;
+                    self.leave(st, Stage::Finished);
+                    if ok {
+                        self.got_answer(Some(Sent::at(started)));
+                    } else {
+                        self.check_failed("hello: bad greeting");
+                    }
+                }
+                (Proto::Http(http), _) => {
+                    let answer = http.eof();
+                    match answer {
+                        Some(a) => {
+                            self.http_answer(cx, st, a);
+                        }
+                        None if st.inflight.is_empty() => self.leave(st, Stage::Finished),
+                        None => {
+                            self.leave(st, Stage::Done);
+                            self.error("closed by server");
+                        }
+                    }
+                }
+                _ => {
+                    self.leave(st, Stage::Done);
+                    self.error("closed by server");
+                }
             }
-        } else if matches!(st.stage, Stage::Ready | Stage::Handshaking) {
+        } else if st.stage == Stage::Handshaking {
             self.leave(st, Stage::Done);
             self.error("closed by server");
         }
         cx.close(id);
     }
 
-    fn on_close(&mut self, _cx: &mut Cx<'_>, _id: ConnId, mut st: Conn, why: CloseReason) {
+    fn on_close(&mut self, cx: &mut Cx<'_>, _id: ConnId, mut st: Conn, why: CloseReason) {
         let stage = st.stage;
         self.leave(&mut st, Stage::Done);
         match why {
@@ -629,14 +1041,17 @@ impl Handler for LoadClient {
             }
             _ => {}
         }
-        if self.mode == Mode::Hello && !self.stopping {
-            let delay = if stage == Stage::Finished {
-                0
+        if self.reconnects() && !self.stopping {
+            if stage == Stage::Finished {
+                self.slot_free(cx, st.slot);
             } else {
-                RETRY_DELAY_US
-            };
-            self.reopen.push((st.slot, mono_us() + delay));
+                self.reopen.push((st.slot, mono_us() + RETRY_DELAY_US));
+            }
         }
+    }
+
+    fn on_message(&mut self, cx: &mut Cx<'_>, _tick: ()) {
+        self.dispatch(cx);
     }
 }
 

@@ -1,16 +1,18 @@
 //! `--procs N`: one process can hold only so many sockets (its descriptor limit), so past
 //! `CONNS_PER_PROC` connections the tool runs N copies of itself, each with its share of
-//! `--conns`, `--rate`, `--senders` and `--msg-rate`, each with `--json`. Their last stdout line
-//! is their report, with the latency histogram as `[value, count]` pairs; the parent adds the
-//! counts and merges the histograms (exact, bucket by bucket). Children print their own progress
-//! lines on the shared stderr, tagged with their index.
+//! `--conns`, `--connect-rate`, `--rate`, `--senders` and `--msg-rate`, each with `--json`.
+//! Their last stdout line is their report, with the histograms as `[value, count]` pairs and
+//! the timeline; the parent adds the counts and merges the histograms (exact, bucket by
+//! bucket). Children print their own progress lines on the shared stderr, tagged with their
+//! index. Thresholds, the HTML report and the exit status are the parent's alone: a child
+//! always exits 0 once it has printed its report.
 //!
 //! `--server-pid` is sampled here, by the parent: at start, and just before the children's
 //! `--duration` ends (they still hold their connections then).
 
 use super::json;
+use super::opts::{Mode, Opts};
 use super::report::Report;
-use super::Opts;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,28 +34,69 @@ fn child_args(opts: &Opts, n: usize, i: usize) -> Vec<String> {
     let mut a = vec![
         "load".to_string(),
         opts.mode.name().to_string(),
+        // The address as resolved by the parent: children do not look the name up again.
         "--addr".into(),
         opts.addr.to_string(),
         "--conns".into(),
         share(opts.conns, n, i).to_string(),
         "--duration".into(),
         opts.duration.as_secs_f64().to_string(),
-        "--rate".into(),
-        (opts.rate / n as f64).to_string(),
-        "--size".into(),
-        opts.size.to_string(),
-        "--pipeline".into(),
-        opts.pipeline.to_string(),
-        "--senders".into(),
-        share(opts.senders, n, i).to_string(),
-        "--msg-rate".into(),
-        (opts.msg_rate * share(opts.senders, n, i) as f64 / opts.senders.max(1) as f64).to_string(),
+        "--connect-rate".into(),
+        (opts.connect_rate / n as f64).to_string(),
         "--procs".into(),
         "1".into(),
         "--json".into(),
         "--child".into(),
         i.to_string(),
     ];
+    if matches!(
+        opts.mode,
+        Mode::Echo | Mode::WsEcho | Mode::WsBroadcast | Mode::Idle
+    ) {
+        a.extend(["--size".into(), opts.size.to_string()]);
+    }
+    if opts.mode.has_open_model() {
+        a.extend(["--pipeline".into(), opts.pipeline.to_string()]);
+    }
+    if opts.mode == Mode::WsBroadcast {
+        let senders = share(opts.senders, n, i);
+        let rate = opts.msg_rate * senders as f64 / opts.senders.max(1) as f64;
+        a.extend(["--senders".into(), senders.to_string()]);
+        a.extend(["--msg-rate".into(), rate.to_string()]);
+    }
+    if let Some(rate) = opts.rate {
+        // Each child's share of the total rate, as of its share of the connections.
+        let r = rate * share(opts.conns, n, i) as f64 / opts.conns as f64;
+        a.extend(["--rate".into(), r.to_string()]);
+    }
+    if let Some(r) = opts.ramp {
+        a.extend(["--ramp".into(), r.as_secs_f64().to_string()]);
+    }
+    if opts.mode == Mode::Http {
+        let h = &opts.http;
+        a.extend([
+            "--path".into(),
+            h.path.clone(),
+            "--method".into(),
+            h.method.clone(),
+        ]);
+        if !h
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            a.extend(["--header".into(), format!("Host:{}", h.host)]);
+        }
+        for (k, v) in &h.headers {
+            a.extend(["--header".into(), format!("{k}:{v}")]);
+        }
+        if let Some(f) = &h.body_file {
+            a.extend(["--body-file".into(), f.display().to_string()]);
+        }
+        if h.close {
+            a.push("--close".into());
+        }
+    }
     if let Some(s) = &opts.src_spec {
         a.extend(["--src-ips".into(), s.clone()]);
     }

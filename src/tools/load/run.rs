@@ -1,20 +1,27 @@
 //! The driver of one load process: it owns the `EventLoop` and turns the loop's crank with
-//! `run_once`, doing between iterations what no callback can (callbacks cannot `connect`):
+//! `run_once`, doing between iterations what belongs to no connection:
 //!
-//! 1. **Ramp**: start connections up to what `--rate` allows by now, up to `--conns`, each from
-//!    the next `--src-ips` address.
-//! 2. **Reopen** hello slots whose conversation ended (or failed and waited `RETRY_DELAY`).
-//! 3. **Send** what the ws-broadcast schedule owes.
-//! 4. **Progress**: one line per second on stderr.
-//! 5. `run_once`, waiting at most `TICK` (1 ms while broadcasting) so the ramp and the
-//!    schedule stay smooth.
+//! 1. **Ramp**: start connections up to what `--connect-rate` (or `--ramp`) allows by now, up
+//!    to `--conns`, each from the next `--src-ips` address.
+//! 2. **Reopen** slots whose connection ended and whose retry time came (hello, http).
+//! 3. **Send**: under `--rate`, start the timetable (and its pacer) once the connections are
+//!    up, and make the sends that are due; for ws-broadcast, what its schedule owes.
+//! 4. **Every second** (checked first): one timeline entry, and one progress line on stderr,
+//!    the same for every mode: elapsed, connections, rate, p99 so far, errors (and, under
+//!    `--rate`, sends that waited or are still due).
+//! 5. `run_once`, waiting at most `TICK` (1 ms while broadcasting); the pacer's wake-ups end
+//!    the wait early when a send is due.
 //!
 //! At `--duration` measuring stops: the report is taken (and the server's RSS sampled), every
-//! connection is closed, and the loop runs until they are gone or `CLOSE_GRACE` passes.
+//! connection is closed, and the loop runs until they are gone or `CLOSE_GRACE` passes. A run
+//! also stops early when nothing more can happen: no connection ever succeeded and every slot
+//! has failed once (an unreachable server), or every connection is gone in a mode that does not
+//! connect again.
 
-use super::client::{mono_us, Conn, LoadClient};
-use super::report::Report;
-use super::{Mode, Opts};
+use super::client::{mono_us, LoadClient};
+use super::opts::{Mode, Opts};
+use super::pacer::Pacer;
+use super::report::{fmt_us, Report};
 use crate::runtime::{Config, EventLoop};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -23,7 +30,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(10);
 /// Wait while ws-broadcast sends, so a message goes out within ~1 ms of its schedule.
 const SEND_TICK: Duration = Duration::from_millis(1);
-/// ws-broadcast: how long after the ramp to wait for stragglers before sending anyway.
+/// How long after the connection ramp to wait for stragglers before the schedule (ws-broadcast,
+/// `--rate`) starts anyway.
 const SEND_START_GRACE: Duration = Duration::from_secs(3);
 /// ws-broadcast: how long, after the last send, receivers may take to catch up.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -32,24 +40,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one load process and returns its figures.
 pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
-    let client = LoadClient::new(
-        opts.mode,
-        opts.addr,
-        opts.conns as u64,
-        opts.size,
-        opts.pipeline,
-        opts.ws_path(),
-        opts.text,
-        opts.child.unwrap_or(0) as u32,
-        opts.senders,
-        opts.msg_rate,
-    );
     let config = Config {
         linger_timeout: Duration::from_secs(1),
         close_timeout: CLOSE_GRACE,
         ..Config::default()
     };
-    let mut ev = EventLoop::new(client, config)?;
+    let mut ev = EventLoop::new(LoadClient::new(opts), config)?;
     let rss_start = opts.server_pid.and_then(|pid| sample_rss(pid, "start"));
     let tag = match opts.child {
         Some(i) => format!("load {} [proc {i}]", opts.mode.name()),
@@ -60,95 +56,77 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
     let end = start + opts.duration;
     ev.handler_mut().first_started_us = mono_us();
     let mut started = 0usize;
-    let mut next_src = opts.child.unwrap_or(0);
-    let mut next_progress = start + Duration::from_secs(1);
-    let mut last_msgs = 0u64;
-
-    let mut connect = |ev: &mut EventLoop<LoadClient>, slot: u32, first: bool| {
-        let src = if opts.src_ips.is_empty() {
-            None
-        } else {
-            next_src = (next_src + 1) % opts.src_ips.len();
-            Some(opts.src_ips[next_src])
-        };
-        if let Err(e) = ev.connect(opts.addr, src, Conn::new(slot, first)) {
-            let h = ev.handler_mut();
-            h.report.conns_failed += 1;
-            h.report.error(&format!("connect: {:?}", e.kind()));
-            if opts.mode == Mode::Hello {
-                h.reopen
-                    .push((slot, mono_us() + super::client::RETRY_DELAY_US));
-            }
-        }
-    };
+    let mut next_second = start + Duration::from_secs(1);
+    let mut pacer: Option<Pacer> = None;
+    let connect_time = opts.connect_time();
 
     loop {
         let now = Instant::now();
+        // 4. Every second (first, so the last whole second is in the timeline too).
+        if now >= next_second {
+            let h = ev.handler_mut();
+            let sec = h.take_second();
+            h.report.timeline.push(sec);
+            if !opts.quiet {
+                eprintln!("{}", progress(&tag, (now - start).as_secs(), opts, h, sec));
+            }
+            next_second += Duration::from_secs(1);
+        }
         if now >= end {
             break;
         }
+        let elapsed = now - start;
         // 1. Ramp.
-        let allowed = if opts.rate > 0.0 {
-            (((now - start).as_secs_f64() * opts.rate) as usize + 1).min(opts.conns)
-        } else {
+        let allowed = if connect_time.is_zero() {
             opts.conns
+        } else {
+            ((elapsed.as_secs_f64() / connect_time.as_secs_f64() * opts.conns as f64) as usize + 1)
+                .min(opts.conns)
         };
-        while started < allowed {
-            connect(&mut ev, started as u32, true);
-            started += 1;
+        if started < allowed {
+            ev.with_context(|h, cx| {
+                for slot in started..allowed {
+                    h.start_slot(cx, slot as u32);
+                }
+            });
+            started = allowed;
         }
-        // Nothing left that could happen: every slot failed or was closed, and only hello
-        // connects again. Stop now rather than wait out the duration.
-        if opts.mode != Mode::Hello && started >= opts.conns && ev.stats().open_outgoing == 0 {
-            break;
+        let h = ev.handler();
+        let all_failed = h.report.conns_ok == 0 && h.report.conns_failed >= opts.conns as u64;
+        let all_gone = !h.reconnects() && started >= opts.conns && ev.stats().open_outgoing == 0;
+        if all_failed || all_gone {
+            break; // nothing more can happen: stop rather than wait out the duration
         }
         // 2. Reopen.
-        if !ev.handler().reopen.is_empty() {
-            let t = mono_us();
-            let due: Vec<u32> = {
-                let h = ev.handler_mut();
-                let mut due = Vec::new();
-                h.reopen.retain(|&(slot, at)| {
-                    let ready = at <= t;
-                    if ready {
-                        due.push(slot);
-                    }
-                    !ready
-                });
-                due
-            };
-            for slot in due {
-                connect(&mut ev, slot, false);
+        ev.with_context(|h, cx| h.reopen_due(cx));
+        // 3. Send.
+        let up = {
+            let h = ev.handler();
+            started >= opts.conns
+                && (h.open + h.report.conns_failed >= opts.conns as u64
+                    || elapsed > connect_time + SEND_START_GRACE)
+        };
+        if let Some(om) = ev.handler_mut().open_model.as_mut() {
+            let closes = opts.closes();
+            if om.t0_us.is_none() && (up || closes) {
+                let t0 = mono_us();
+                om.t0_us = Some(t0);
+                pacer = Some(Pacer::start(om.schedule(), t0, ev.handle())?);
             }
         }
-        // 3. Send.
+        ev.with_context(|h, cx| h.dispatch(cx));
         let broadcasting = opts.mode == Mode::WsBroadcast;
         if broadcasting {
-            let anyway = started >= opts.conns
-                && now.duration_since(start) > opts.ramp_time() + SEND_START_GRACE;
-            ev.with_context(|h, cx| h.broadcast_tick(cx, anyway));
-        }
-        // 4. Progress.
-        if now >= next_progress && !opts.quiet() {
-            let h = ev.handler();
-            let msgs = h.report.msgs;
-            eprintln!(
-                "{tag}: {:>3.0}s open {} ok {} failed {} errors {} msgs/s {}",
-                (now - start).as_secs_f64(),
-                h.open,
-                h.report.conns_ok,
-                h.report.conns_failed,
-                h.report.error_count(),
-                msgs - last_msgs
-            );
-            last_msgs = msgs;
-            next_progress += Duration::from_secs(1);
+            ev.with_context(|h, cx| h.broadcast_tick(cx, up));
         }
         // 5. One loop iteration.
-        let mut wait = if broadcasting { SEND_TICK } else { TICK };
-        wait = wait.min(end.saturating_duration_since(Instant::now()));
+        let wait = if broadcasting { SEND_TICK } else { TICK };
+        let wait = wait
+            .min(end.saturating_duration_since(Instant::now()))
+            .min(next_second.saturating_duration_since(Instant::now()));
         ev.run_once(Some(wait))?;
     }
+    drop(pacer);
 
     // ws-broadcast: let the receivers catch up with what was sent.
     if opts.mode == Mode::WsBroadcast {
@@ -158,11 +136,7 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
         }
         let missing = ev.with_context(|h, cx| h.missing_now(cx));
         if missing > 0 {
-            *ev.handler_mut()
-                .report
-                .errors
-                .entry("ws-broadcast: missing".into())
-                .or_insert(0) += missing;
+            ev.handler_mut().count_missing(missing);
         }
     }
 
@@ -185,6 +159,9 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
         if let (Some(a), Some(b)) = (rss_start, rss_end) {
             h.report.server_rss = Some((a, b));
         }
+        if let Some(om) = &h.open_model {
+            h.report.sends_due = om.due(mono_us());
+        }
     }
     ev.with_context(|h, cx| h.close_all(cx));
     let deadline = Instant::now() + CLOSE_GRACE;
@@ -195,6 +172,38 @@ pub fn run(opts: &Opts) -> Result<Report, Box<dyn std::error::Error>> {
     let mut report = ev.handler().report.clone();
     report.conns = opts.conns as u64;
     Ok(report)
+}
+
+/// The progress line of second `t`: `load http: 3s conns 50/50 rate 9998/s p99 412 µs errors 0`.
+fn progress(tag: &str, t: u64, opts: &Opts, h: &LoadClient, sec: super::report::Second) -> String {
+    let r = &h.report;
+    let p99 = if r.latency.is_empty() {
+        "-".to_string()
+    } else {
+        fmt_us(r.latency.value_at_quantile(0.99))
+    };
+    let mut line = format!(
+        "{tag}: {t}s conns {}/{} rate {}/s p99 {p99} errors {}",
+        h.open,
+        opts.conns,
+        sec.msgs,
+        r.error_count()
+    );
+    if let (Some(rate), Some(om)) = (r.rate, &h.open_model) {
+        line.push_str(&format!(" sent {}/s of {rate}", sec.sent));
+        let backlog = om.due(mono_us()).saturating_sub(r.msgs_sent);
+        if backlog as f64 > rate / 100.0 {
+            line.push_str(&format!(" BACKLOG: {backlog} sends due and not made"));
+        }
+        if sec.late > 0 {
+            line.push_str(&format!(
+                " BEHIND: {} sends waited for a connection, up to {} late",
+                sec.late,
+                fmt_us(r.send_lag.max())
+            ));
+        }
+    }
+    line
 }
 
 fn sample_rss(pid: u32, when: &str) -> Option<u64> {
