@@ -352,7 +352,7 @@ impl Acceptor {
         };
         #[cfg(feature = "tls")]
         if let Some(config) = &self.listeners[index].tls {
-            match super::tls::TlsSession::server(config.clone()) {
+            match super::tls::TlsSession::server(config.clone(), id.key) {
                 Ok(session) => core.start_tls(id.key, session),
                 Err(e) => {
                     warn!("TLS session for {peer}: {e}");

@@ -334,10 +334,15 @@ impl<'a, S, M> Context<'a, S, M> {
         name: rustls::pki_types::ServerName<'static>,
         state: S,
     ) -> std::io::Result<ConnId> {
-        let session = super::tls::TlsSession::client(config, name)
-            .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
         let id = self.core.connect(&addr.into(), from)?;
-        self.core.start_tls(id.key, session);
+        match super::tls::TlsSession::client(config, name, id.key) {
+            Ok(session) => self.core.start_tls(id.key, session),
+            Err(e) => {
+                self.core
+                    .close_now(id.key, None, super::id::CloseReason::Aborted);
+                return Err(std::io::Error::other(format!("TLS: {e}")));
+            }
+        }
         self.states.insert(id.key, state);
         Ok(id)
     }

@@ -27,6 +27,9 @@ const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 /// Bytes a record adds to its plaintext, at most (header, content type, AEAD tag; TLS 1.2's
 /// explicit nonce): reserved per record when sealing.
 const RECORD_OVERHEAD: usize = 64;
+/// Records taken from rustls after a fatal error, at most: what it queued before failing and
+/// the alert (a ServerHello flight is five; 16 is a bound, not a count we expect to reach).
+const MAX_QUEUED_AFTER_ERROR: usize = 16;
 
 /// Which side of the handshake we are.
 enum Side {
@@ -64,6 +67,8 @@ pub struct TlsSession {
     cipher_out: Vec<u8>,
     /// Bytes of `cipher_out` already written.
     written: usize,
+    /// The connection's slot key, for log lines (`conn 12 TLS ...`).
+    conn: usize,
 }
 
 /// Runs `$body` with `$conn` bound to the unbuffered connection of either side (their methods
@@ -78,12 +83,16 @@ macro_rules! on_side {
 }
 
 impl TlsSession {
-    /// A server session for a connection just accepted on a TLS listener.
-    pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<TlsSession, rustls::Error> {
-        trace!(target: LOG, "handshake begins (server)");
-        Ok(TlsSession::new(Side::Server(
-            UnbufferedServerConnection::new(config)?,
-        )))
+    /// A server session for connection `conn`, just accepted on a TLS listener.
+    pub(crate) fn server(
+        config: Arc<rustls::ServerConfig>,
+        conn: usize,
+    ) -> Result<TlsSession, rustls::Error> {
+        trace!(target: LOG, "conn {conn} handshake begins (server)");
+        Ok(TlsSession::new(
+            Side::Server(UnbufferedServerConnection::new(config)?),
+            conn,
+        ))
     }
 
     /// A client session for `name`; its ClientHello is sealed at once, ready to go out as
@@ -91,20 +100,23 @@ impl TlsSession {
     pub(crate) fn client(
         config: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
+        conn: usize,
     ) -> Result<TlsSession, rustls::Error> {
-        trace!(target: LOG, "handshake begins (client, {name:?})");
-        let mut s = TlsSession::new(Side::Client(UnbufferedClientConnection::new(config, name)?));
+        trace!(target: LOG, "conn {conn} handshake begins (client, server name {:?})", name.to_str());
+        let side = Side::Client(UnbufferedClientConnection::new(config, name)?);
+        let mut s = TlsSession::new(side, conn);
         s.receive(&mut [], &mut |_| {})?;
         Ok(s)
     }
 
-    fn new(side: Side) -> TlsSession {
+    fn new(side: Side, conn: usize) -> TlsSession {
         TlsSession {
             side,
             phase: TlsPhase::Handshaking,
             cipher_in: Vec::new(),
             cipher_out: Vec::new(),
             written: 0,
+            conn,
         }
     }
 
@@ -181,9 +193,17 @@ impl TlsSession {
             release(&mut self.cipher_in);
         }
         if let Err(e) = outcome {
-            debug!(target: LOG, "TLS error: {e}");
-            // rustls queues a fatal alert for most errors: seal it for the peer.
-            let _ = self.step(&mut [], &mut |_| {}, &mut received);
+            debug!(target: LOG, "conn {} TLS error: {e}; closing after the alert", self.conn);
+            // rustls queues a fatal alert for most errors: take it for the peer. It may sit
+            // behind other queued records (a TLS 1.3 server fails on ALPN after its
+            // ServerHello is queued, and the alert is encrypted behind it): a record is handed
+            // out per call, so call until none is left (bounded: rustls queues a handful).
+            for _ in 0..MAX_QUEUED_AFTER_ERROR {
+                match self.step(&mut [], &mut |_| {}, &mut received) {
+                    Ok((_, true)) => {}
+                    _ => break,
+                }
+            }
             return Err(e);
         }
         Ok(received)
@@ -201,26 +221,32 @@ impl TlsSession {
             side,
             phase,
             cipher_out,
+            conn: key,
             ..
         } = self;
+        let key = *key;
         on_side!(side, conn => {
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(buf);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => return Err((discard, e)),
             };
+            if discard > 0 {
+                trace!(target: LOG, "conn {key} handshake records in: {discard} bytes");
+            }
             let more = match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(|e| (discard, e))?;
                         discard += record.discard;
-                        trace!(target: LOG, "record in: {} bytes of plaintext", record.payload.len());
+                        trace!(target: LOG, "conn {key} record in: {} bytes on the wire, {} of plaintext",
+                            record.discard, record.payload.len());
                         plaintext(record.payload);
                     }
                     true
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(cipher_out, |out| encode.encode(out)).map_err(|e| (discard, e))?;
+                    encode_into(cipher_out, key, |out| encode.encode(out)).map_err(|e| (discard, e))?;
                     true
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -232,9 +258,14 @@ impl TlsSession {
                     if *phase == TlsPhase::Handshaking {
                         *phase = TlsPhase::Established;
                         received.established = true;
-                        debug!(target: LOG, "handshake done: {:?}, {:?}, ALPN {:?}",
-                            conn.protocol_version(), conn.negotiated_cipher_suite().map(|s| s.suite()),
-                            conn.alpn_protocol().map(String::from_utf8_lossy));
+                        debug!(target: LOG, "conn {key} handshake done: {}, {}, ALPN {}, {}",
+                            conn.protocol_version().map_or("?".into(), |v| format!("{v:?}")),
+                            conn.negotiated_cipher_suite().map_or("?".into(), |s| format!("{:?}", s.suite())),
+                            conn.alpn_protocol().map_or("none".into(), String::from_utf8_lossy),
+                            match conn.handshake_kind() {
+                                Some(rustls::HandshakeKind::Resumed) => "resumed",
+                                _ => "full handshake",
+                            });
                     }
                     false
                 }
@@ -298,7 +329,10 @@ impl TlsSession {
     /// Encrypts `data` (one record's worth) onto the ciphertext buffer.
     fn encrypt(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
         let TlsSession {
-            side, cipher_out, ..
+            side,
+            cipher_out,
+            conn: key,
+            ..
         } = self;
         on_side!(side, conn => {
             let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
@@ -310,7 +344,7 @@ impl TlsSession {
                     match w.encrypt(data, &mut cipher_out[at..]) {
                         Ok(n) => {
                             cipher_out.truncate(at + n);
-                            trace!(target: LOG, "record out: {} bytes of plaintext, {n} on the wire", data.len());
+                            trace!(target: LOG, "conn {key} record out: {} bytes of plaintext, {n} on the wire", data.len());
                             Ok(())
                         }
                         Err(e) => {
@@ -337,7 +371,10 @@ impl TlsSession {
         }
         self.phase = TlsPhase::Closed;
         let TlsSession {
-            side, cipher_out, ..
+            side,
+            cipher_out,
+            conn: key,
+            ..
         } = self;
         on_side!(side, conn => {
             let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
@@ -347,7 +384,7 @@ impl TlsSession {
                 match w.queue_close_notify(&mut cipher_out[at..]) {
                     Ok(n) => {
                         cipher_out.truncate(at + n);
-                        trace!(target: LOG, "close_notify sealed ({n} bytes)");
+                        trace!(target: LOG, "conn {key} close_notify sealed ({n} bytes)");
                     }
                     Err(_) => cipher_out.truncate(at),
                 }
@@ -359,6 +396,7 @@ impl TlsSession {
 /// Calls `encode` with room at the end of `out`, growing it to what rustls asks for.
 fn encode_into(
     out: &mut Vec<u8>,
+    key: usize,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<(), rustls::Error> {
     let mut room = 4096;
@@ -368,7 +406,7 @@ fn encode_into(
         match encode(&mut out[at..]) {
             Ok(n) => {
                 out.truncate(at + n);
-                trace!(target: LOG, "handshake record out: {n} bytes");
+                trace!(target: LOG, "conn {key} handshake record out: {n} bytes");
                 return Ok(());
             }
             Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
