@@ -520,29 +520,28 @@ impl<H: Handler> ConnIo<'_, H> {
             let Some(tls) = b.tls.as_mut() else {
                 return;
             };
-            if tls.pending() == 0 {
-                if !b.out.is_empty() && tls.phase() == TlsPhase::Established {
-                    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                    let count = b.out.io_slices(&mut iov);
-                    let taken = tls.seal(&iov[..count], SEAL_ROUND, self.plain);
-                    b.out.advance(taken);
-                    if taken == 0 {
-                        // The session would not seal: it is broken; nothing can be sent.
-                        self.core.close_now(key, None, CloseReason::Aborted);
-                        return;
-                    }
-                    continue;
-                }
-                if !b.out.is_empty() && tls.phase() == TlsPhase::Handshaking {
-                    // Plaintext waits for the handshake; the read side flushes again when it
-                    // completes.
+            // Seal behind what is already sealed (handshake records, earlier rounds), so one
+            // write carries it all: tickets, a reply and a close_notify go out together.
+            let sealed = tls.pending();
+            if tls.phase() == TlsPhase::Established && !b.out.is_empty() && sealed < SEAL_ROUND {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = b.out.io_slices(&mut iov);
+                let taken = tls.seal(&iov[..count], SEAL_ROUND - sealed, self.plain);
+                b.out.advance(taken);
+                if taken == 0 {
+                    // The session would not seal: it is broken; nothing can be sent.
+                    self.core.close_now(key, None, CloseReason::Aborted);
                     return;
                 }
-                if closing && b.out.is_empty() && tls.phase() != TlsPhase::Closed {
-                    tls.close_notify();
-                    if tls.pending() > 0 {
-                        continue;
-                    }
+            }
+            if closing && b.out.is_empty() && tls.phase() != TlsPhase::Closed {
+                tls.close_notify();
+            }
+            if tls.pending() == 0 {
+                // Plaintext queued during the handshake waits for it; the read side flushes
+                // again when it completes.
+                if !b.out.is_empty() {
+                    return;
                 }
                 break;
             }

@@ -232,15 +232,14 @@ impl TlsSession {
                 Err(e) => return Err((discard, e)),
             };
             if discard > 0 {
-                trace!(target: LOG, "conn {key} handshake records in: {discard} bytes");
+                trace!(target: LOG, "conn {key} records in: {discard} bytes");
             }
             let more = match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(|e| (discard, e))?;
                         discard += record.discard;
-                        trace!(target: LOG, "conn {key} record in: {} bytes on the wire, {} of plaintext",
-                            record.discard, record.payload.len());
+                        trace!(target: LOG, "conn {key} record in: {} bytes of plaintext", record.payload.len());
                         plaintext(record.payload);
                     }
                     true
@@ -254,21 +253,7 @@ impl TlsSession {
                     transmit.done();
                     true
                 }
-                ConnectionState::WriteTraffic(_) => {
-                    if *phase == TlsPhase::Handshaking {
-                        *phase = TlsPhase::Established;
-                        received.established = true;
-                        debug!(target: LOG, "conn {key} handshake done: {}, {}, ALPN {}, {}",
-                            conn.protocol_version().map_or("?".into(), |v| format!("{v:?}")),
-                            conn.negotiated_cipher_suite().map_or("?".into(), |s| format!("{:?}", s.suite())),
-                            conn.alpn_protocol().map_or("none".into(), String::from_utf8_lossy),
-                            match conn.handshake_kind() {
-                                Some(rustls::HandshakeKind::Resumed) => "resumed",
-                                _ => "full handshake",
-                            });
-                    }
-                    false
-                }
+                ConnectionState::WriteTraffic(_) => false,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
                     received.peer_closed = true;
                     false
@@ -280,6 +265,21 @@ impl TlsSession {
                 }
                 _ => false,
             };
+            // The handshake is over once rustls says so, whichever state this step ended in:
+            // its last flight may arrive with data and a close_notify behind it, and then
+            // `WriteTraffic` is never the state a step stops at.
+            if *phase == TlsPhase::Handshaking && !conn.is_handshaking() {
+                *phase = TlsPhase::Established;
+                received.established = true;
+                debug!(target: LOG, "conn {key} handshake done: {}, {}, ALPN {}, {}",
+                    conn.protocol_version().map_or("?".into(), |v| format!("{v:?}")),
+                    conn.negotiated_cipher_suite().map_or("?".into(), |s| format!("{:?}", s.suite())),
+                    conn.alpn_protocol().map_or("none".into(), String::from_utf8_lossy),
+                    match conn.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => "resumed",
+                        _ => "full handshake",
+                    });
+            }
             Ok((discard, more))
         })
     }
