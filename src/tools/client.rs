@@ -1,4 +1,5 @@
-//! `readyloop client HOST:PORT`: the interactive line client, on a poll of its own.
+//! `readyloop client [--tls [--ca FILE | --insecure]] HOST:PORT`: the interactive line client,
+//! on a poll of its own.
 //!
 //! The address may be a host name (resolved once, before anything is polled; each address it
 //! resolves to is tried in turn) or an IP address, `[::1]:10000` for IPv6. Errors are one line
@@ -8,6 +9,14 @@
 //! user is typing. Here stdin and the socket are both registered with one `mio::Poll`: whichever
 //! is ready is served, so pushed lines appear as they arrive. Stdin EOF half-closes the socket
 //! (the server flushes its replies and closes); the server's EOF ends the client.
+//!
+//! With `--tls` the same loop runs through rustls' buffered `ClientConnection`: plaintext from
+//! stdin goes into its writer, `write_tls` puts records on the socket, `read_tls` and
+//! `process_new_packets` take them off. The server's loop uses the unbuffered API so that an
+//! idle connection holds no buffer; this client has one connection and a user, so the
+//! buffered API's simpler driving wins, and being a second implementation it checks the
+//! server's from the outside. Stdin EOF sends close_notify before the FIN; a server that
+//! closes without one is reported as a truncation.
 
 use log::{debug, trace};
 use mio::net::TcpStream;
@@ -20,10 +29,14 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 const USAGE: &str = "\
-usage: readyloop client HOST:PORT
+usage: readyloop client [--tls [--ca FILE | --insecure]] HOST:PORT
 Sends each line of stdin to the server and prints what the server sends, as it arrives
 (pushed lines too). Stdin EOF half-closes the connection; the server's EOF ends the client.
   HOST:PORT   the line listener, e.g. 127.0.0.1:10000, localhost:10000 or [::1]:10000
+  --tls       speak TLS (a `serve --line-tls` listener, or HTTPS by hand); the certificate
+              is checked against HOST
+  --ca FILE   the certificates to trust (PEM), e.g. the server's own self-signed one
+  --insecure  trust any certificate (for tests against a self-signed one)
 ";
 
 /// How long each address may take to accept the connection: 10 s, longer than a LAN needs and
@@ -60,35 +73,101 @@ impl Drop for NonBlockingStdin {
     }
 }
 
-/// Entry point of `readyloop client ARGS`.
-pub fn main(args: Vec<OsString>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut target = None;
-    for arg in args {
+/// What the command line asked for.
+#[derive(Debug, Default)]
+struct Args {
+    target: Option<String>,
+    tls: bool,
+    ca: Option<std::path::PathBuf>,
+    insecure: bool,
+}
+
+fn parse(args: Vec<OsString>) -> Result<Option<Args>, String> {
+    let mut out = Args::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
         let a = arg.to_string_lossy().into_owned();
         match a.as_str() {
             "--help" | "-h" => {
                 print!("{USAGE}");
-                return Ok(());
+                return Ok(None);
+            }
+            "--tls" => out.tls = true,
+            "--insecure" => out.insecure = true,
+            "--ca" => {
+                let file = args.next().ok_or("client: --ca: missing value")?;
+                out.ca = Some(file.into());
             }
             _ if a.starts_with('-') => {
-                return Err(
-                    format!("client: unknown option {a:?} (see readyloop client --help)").into(),
-                )
+                return Err(format!(
+                    "client: unknown option {a:?} (see readyloop client --help)"
+                ))
             }
-            _ if target.is_some() => {
+            _ if out.target.is_some() => {
                 return Err(format!(
                     "client: unexpected argument {a:?} (see readyloop client --help)"
-                )
-                .into())
+                ))
             }
-            _ => target = Some(a),
+            _ => out.target = Some(a),
         }
     }
-    let target = target.ok_or("client: missing HOST:PORT (see readyloop client --help)")?;
+    if (out.ca.is_some() || out.insecure) && !out.tls {
+        return Err("client: --ca and --insecure go with --tls".into());
+    }
+    if out.ca.is_some() && out.insecure {
+        return Err("client: --ca FILE or --insecure, not both".into());
+    }
+    Ok(Some(out))
+}
+
+/// Entry point of `readyloop client ARGS`.
+pub fn main(args: Vec<OsString>) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(args) = parse(args)? else {
+        return Ok(());
+    };
+    let target = args
+        .target
+        .ok_or("client: missing HOST:PORT (see readyloop client --help)")?;
+    // The TLS configuration (and its files) first: a bad --ca fails before any connect.
+    let tls = if args.tls {
+        Some(tls_session(&target, args.ca.as_deref(), args.insecure)?)
+    } else {
+        None
+    };
     let addrs = resolve(&target)?;
     let stream = connect_any(&addrs)?;
-    run(stream)?;
+    run(stream, tls)?;
     Ok(())
+}
+
+/// A client session for `target`'s host, trusting `ca` (or, with `insecure`, anything).
+#[cfg(feature = "tls")]
+fn tls_session(
+    target: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Box<rustls::ClientConnection>, String> {
+    use crate::runtime::tls_config;
+    let config =
+        tls_config::client_config(ca, insecure, &[]).map_err(|e| format!("client: {e}"))?;
+    let host = host_of(target);
+    let name = tls_config::server_name(host).map_err(|e| format!("client: {e}"))?;
+    let conn =
+        rustls::ClientConnection::new(config, name).map_err(|e| format!("client: TLS: {e}"))?;
+    Ok(Box::new(conn))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_session(_: &str, _: Option<&std::path::Path>, _: bool) -> Result<NoTls, String> {
+    Err("client: --tls: this readyloop was built without the `tls` feature".into())
+}
+
+/// The host of `HOST:PORT`, `[V6]:PORT` or `IP:PORT`: the name a certificate is checked for.
+fn host_of(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// `HOST:PORT` (or `IP:PORT`, `[V6]:PORT`) to addresses, once.
@@ -154,11 +233,168 @@ pub fn kind_words(name: &str) -> String {
     .to_string()
 }
 
-/// Shuttles stdin → `std_stream` and `std_stream` → stdout until the server closes.
-pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
+/// Stands in for the TLS session in a build without the `tls` feature (never made).
+#[cfg(not(feature = "tls"))]
+enum NoTls {}
+
+#[cfg(feature = "tls")]
+type Session = Box<rustls::ClientConnection>;
+#[cfg(not(feature = "tls"))]
+type Session = NoTls;
+
+/// Plaintext to the socket, and the socket to plaintext: directly, or through a TLS session.
+enum Wire {
+    Plain,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls(Session),
+}
+
+/// What one read of the socket came to.
+enum Got {
+    /// Plaintext (perhaps none: a handshake record, or a partial one).
+    Data(usize),
+    /// The server is done (EOF, or close_notify).
+    End,
+    /// Nothing more until the next event.
+    WouldBlock,
+}
+
+impl Wire {
+    /// Writes what it can of `outbuf` (draining it), and TLS records waiting to go. Returns
+    /// whether bytes are still waiting for the socket.
+    fn send(&mut self, stream: &mut TcpStream, outbuf: &mut Vec<u8>) -> io::Result<bool> {
+        match self {
+            Wire::Plain => {
+                while !outbuf.is_empty() {
+                    match stream.write(outbuf) {
+                        Ok(n) => {
+                            trace!("sent {n} bytes");
+                            outbuf.drain(..n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(!outbuf.is_empty())
+            }
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => {
+                // The writer takes plaintext up to rustls' buffer limit (64 KiB); the rest
+                // waits here, so a large stdin is not copied into rustls all at once.
+                if !outbuf.is_empty() {
+                    let n = tls.writer().write(outbuf)?;
+                    outbuf.drain(..n);
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(stream) {
+                        Ok(n) => trace!("sent {n} bytes of TLS records"),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                    if !outbuf.is_empty() {
+                        let n = tls.writer().write(outbuf)?;
+                        outbuf.drain(..n);
+                    }
+                }
+                Ok(!outbuf.is_empty())
+            }
+            #[cfg(not(feature = "tls"))]
+            Wire::Tls(never) => match *never {},
+        }
+    }
+
+    /// Stdin is done: TLS says so with close_notify (sent by the next `send`), once the
+    /// handshake is done (plaintext written before it waits in rustls, and a close_notify
+    /// now would overtake it). False while that is not yet the case.
+    fn close(&mut self) -> bool {
+        match self {
+            Wire::Plain => true,
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => {
+                if tls.is_handshaking() {
+                    return false;
+                }
+                debug!("sending close_notify");
+                tls.send_close_notify();
+                true
+            }
+            #[cfg(not(feature = "tls"))]
+            Wire::Tls(never) => match *never {},
+        }
+    }
+
+    /// One read: plaintext into `out`.
+    fn receive(
+        &mut self,
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+        out: &mut impl Write,
+    ) -> io::Result<Got> {
+        match self {
+            Wire::Plain => match stream.read(buf) {
+                Ok(0) => Ok(Got::End),
+                Ok(n) => {
+                    out.write_all(&buf[..n])?;
+                    Ok(Got::Data(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Got::End),
+                Err(e) => Err(e),
+            },
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => {
+                let eof = match tls.read_tls(stream) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::WouldBlock),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Got::End),
+                    Err(e) => return Err(e),
+                };
+                let state = tls
+                    .process_new_packets()
+                    .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+                let mut n = 0;
+                let want = state.plaintext_bytes_to_read();
+                while n < want {
+                    let got = tls.reader().read(buf)?;
+                    if got == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..got])?;
+                    n += got;
+                }
+                if state.peer_has_closed() {
+                    debug!("close_notify from the server");
+                    return Ok(Got::End);
+                }
+                if eof {
+                    if tls.is_handshaking() {
+                        return Err(io::Error::other(
+                            "TLS: the server closed during the handshake",
+                        ));
+                    }
+                    // EOF without close_notify: what was printed may be cut short.
+                    return Err(io::Error::other(
+                        "TLS: the server closed without close_notify (the reply may be truncated)",
+                    ));
+                }
+                Ok(Got::Data(n))
+            }
+            #[cfg(not(feature = "tls"))]
+            Wire::Tls(never) => match *never {},
+        }
+    }
+}
+
+/// Shuttles stdin → `std_stream` and `std_stream` → stdout until the server closes, through
+/// `tls` when given.
+fn run(std_stream: std::net::TcpStream, tls: Option<Session>) -> io::Result<()> {
     std_stream.set_nonblocking(true)?;
     std_stream.set_nodelay(true)?;
     let mut stream = TcpStream::from_std(std_stream);
+    let mut wire = tls.map_or(Wire::Plain, Wire::Tls);
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut stream, SOCKET, Interest::READABLE)?;
@@ -176,8 +412,12 @@ pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
             Err(e) => return Err(e),
         };
     let mut stdin_open = true;
+    let mut close_sent = false;
+    let mut half_closed = false;
     let mut outbuf: Vec<u8> = Vec::new();
     let mut write_armed = false;
+    // A TLS client speaks first (its ClientHello): try a write before any event.
+    let mut try_write = true;
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(16);
     let mut stdout = io::stdout();
@@ -187,8 +427,7 @@ pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
         let file_ready = stdin_open && !stdin_polled && outbuf.len() < 1 << 20;
         let mut stdin_ready = file_ready;
         let mut socket_readable = false;
-        let mut socket_writable = false;
-        let timeout = file_ready.then_some(std::time::Duration::ZERO);
+        let timeout = (file_ready || try_write).then_some(std::time::Duration::ZERO);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
@@ -199,7 +438,7 @@ pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
                 STDIN => stdin_ready = true,
                 _ => {
                     socket_readable |= ev.is_readable();
-                    socket_writable |= ev.is_writable();
+                    try_write |= ev.is_writable();
                 }
             }
         }
@@ -227,19 +466,15 @@ pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
                 }
             }
         }
-        if !outbuf.is_empty() || socket_writable {
-            while !outbuf.is_empty() {
-                match stream.write(&outbuf) {
-                    Ok(n) => {
-                        trace!("sent {n} bytes");
-                        outbuf.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let want_write = !outbuf.is_empty();
+        if !stdin_open && outbuf.is_empty() && !close_sent && wire.close() {
+            close_sent = true;
+            try_write = true;
+        }
+        // Bytes to write come from stdin (plaintext) or from the TLS session (records of
+        // its own: the handshake, close_notify): try whenever either may have some.
+        if !outbuf.is_empty() || try_write || socket_readable || stdin_ready {
+            let want_write = wire.send(&mut stream, &mut outbuf)?;
+            try_write = false;
             if want_write != write_armed {
                 let interest = if want_write {
                     Interest::READABLE | Interest::WRITABLE
@@ -249,25 +484,27 @@ pub fn run(std_stream: std::net::TcpStream) -> io::Result<()> {
                 poll.registry().reregister(&mut stream, SOCKET, interest)?;
                 write_armed = want_write;
             }
-        }
-        if !stdin_open && outbuf.is_empty() {
-            let _ = stream.shutdown(Shutdown::Write);
+            if close_sent && !want_write && !half_closed {
+                let _ = stream.shutdown(Shutdown::Write);
+                half_closed = true;
+            }
         }
         if socket_readable {
             loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => {
+                match wire.receive(&mut stream, &mut buf, &mut stdout)? {
+                    Got::End => {
                         stdout.flush()?;
                         return Ok(());
                     }
-                    Ok(n) => {
-                        stdout.write_all(&buf[..n])?;
-                        stdout.flush()?;
+                    Got::Data(n) => {
+                        if n > 0 {
+                            stdout.flush()?;
+                        }
+                        // TLS may have records to answer with (a key update, tickets):
+                        // the write side gets a turn after this read.
+                        try_write = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
-                    Err(e) => return Err(e),
+                    Got::WouldBlock => break,
                 }
             }
         }
