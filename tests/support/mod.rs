@@ -10,6 +10,7 @@
 //!   stuffing a socket that is not read) and the test data they carry.
 //! - `http`: the one HTTP/1.1 client (`Client`, `Response`), the JSON fields tests read, and
 //!   upload helpers.
+//! - `tls` (feature `tls`): certificates made at test time and a blocking rustls client.
 //! - `ws`: the one raw WebSocket client (`RawClient`, independent of the crate's codec), and a
 //!   `tungstenite` client for the happy paths.
 //! - `load`: running `readyloop load` and `readyloop client` with a deadline, and reading their
@@ -27,10 +28,15 @@ mod http;
 mod load;
 mod net;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod ws;
 
 // Flat, so that `use support::{Server, connect, RawClient}` reads the same in every file; a
 // test binary that uses nothing of one part would otherwise be warned about its re-export.
+#[cfg(feature = "tls")]
+#[allow(unused_imports)]
+pub use self::tls::*;
 #[allow(unused_imports)]
 pub use self::{http::*, load::*, net::*, server::*, ws::*};
 

@@ -201,7 +201,8 @@ impl Server {
             assert!(addr.ip().is_loopback(), "{addr}");
             assert_ne!(addr.port(), 0, "the real port is printed");
             match proto {
-                "http" => server.http = Some(addr),
+                // `https` when the HTTP listener has TLS (--tls-cert): the same listener.
+                "http" | "https" => server.http = Some(addr),
                 "line" => server.line = Some(addr),
                 "hello" => server.hello = Some(addr),
                 other => panic!("unknown protocol {other:?}"),
