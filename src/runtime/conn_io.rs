@@ -13,7 +13,7 @@ use super::id::CloseReason;
 use super::out_queue::MAX_IOVECS;
 use super::states::States;
 #[cfg(feature = "tls")]
-use super::tls::TlsPhase;
+use super::tls::{TlsPhase, LOG as TLS};
 use log::{debug, trace, warn};
 use std::io::{self, IoSlice};
 
@@ -154,6 +154,10 @@ impl<H: Handler> ConnIo<'_, H> {
             match c.stream.read(scratch) {
                 Ok(0) => {
                     trace!(target: IO, "{} read EOF", self.core.who(key));
+                    #[cfg(feature = "tls")]
+                    if tls && !discarding {
+                        self.note_tls_eof(key);
+                    }
                     self.on_peer_eof(key);
                     return;
                 }
@@ -297,7 +301,14 @@ impl<H: Handler> ConnIo<'_, H> {
                     self.core.schedule_flush(key);
                 }
                 if received.peer_closed {
-                    trace!(target: IO, "{} TLS close_notify from the peer", self.core.who(key));
+                    let unfinished = self.core.conns[key].inbuf_len();
+                    if unfinished > 0 {
+                        // The peer says it is done, and a message it began is not.
+                        debug!(target: TLS, "{} TLS close_notify in the middle of a message ({unfinished} bytes unfinished)",
+                            self.core.who(key));
+                    } else {
+                        trace!(target: IO, "{} TLS close_notify from the peer", self.core.who(key));
+                    }
                     self.on_peer_eof(key);
                 }
             }
@@ -310,6 +321,23 @@ impl<H: Handler> ConnIo<'_, H> {
                 let id = self.core.id_of(key);
                 self.core.close_gracefully(id);
             }
+        }
+    }
+
+    /// TLS: an EOF inside a record is a truncation (said once, at debug); an EOF without
+    /// close_notify between records is how many clients end, and is traced only.
+    #[cfg(feature = "tls")]
+    fn note_tls_eof(&mut self, key: usize) {
+        let partial = self.core.conns[key]
+            .bufs
+            .as_ref()
+            .and_then(|b| b.tls.as_ref())
+            .map_or(0, |t| t.partial_input());
+        if partial > 0 {
+            debug!(target: TLS, "{} EOF inside a TLS record ({partial} bytes of it): truncated",
+                self.core.who(key));
+        } else {
+            trace!(target: IO, "{} EOF without close_notify", self.core.who(key));
         }
     }
 

@@ -20,7 +20,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
 use std::sync::Arc;
 
-const LOG: &str = "readyloop::tls";
+/// The log target of the TLS layer (`RUST_LOG=readyloop::tls=trace`), here and in conn_io.
+pub(crate) const LOG: &str = "readyloop::tls";
 
 /// Plaintext sealed into one record at most: TLS's 16 KiB.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -61,7 +62,11 @@ pub(crate) struct Received {
 pub struct TlsSession {
     side: Side,
     phase: TlsPhase,
-    /// Ciphertext received and not yet processed: the tail of a record split across reads.
+    /// Ciphertext received and not yet discarded: the tail of a record split across reads,
+    /// and the records of a handshake message split across records (rustls reassembles it
+    /// in the caller's buffer and keeps offsets into it). So every `process_tls_records`
+    /// call, even one that only wants a state to encrypt with, gets these bytes: an empty
+    /// slice while rustls holds offsets into them panics inside rustls.
     cipher_in: Vec<u8>,
     /// Ciphertext to write: handshake records, sealed data, alerts.
     cipher_out: Vec<u8>,
@@ -139,6 +144,17 @@ impl TlsSession {
         self.cipher_in.capacity()
     }
 
+    /// rustls has records queued to hand out.
+    fn wants_write(&self) -> bool {
+        on_side!(&self.side, conn => conn.wants_write())
+    }
+
+    /// Bytes of a record received whose rest has not arrived (non-zero at an EOF: the peer
+    /// cut a record short).
+    pub(crate) fn partial_input(&self) -> usize {
+        self.cipher_in.len()
+    }
+
     /// `n` bytes of `ciphertext()` were written.
     pub(crate) fn advance(&mut self, n: usize) {
         self.written += n;
@@ -196,14 +212,25 @@ impl TlsSession {
             debug!(target: LOG, "conn {} TLS error: {e}; closing after the alert", self.conn);
             // rustls queues a fatal alert for most errors: take it for the peer. It may sit
             // behind other queued records (a TLS 1.3 server fails on ALPN after its
-            // ServerHello is queued, and the alert is encrypted behind it): a record is handed
-            // out per call, so call until none is left (bounded: rustls queues a handful).
+            // ServerHello is queued, and the alert is encrypted behind it), and a call hands
+            // out one record, so call while rustls has records to send, and no more: a call
+            // with nothing queued would parse the kept input again (failing again, a second
+            // alert), and a call with an empty slice panics while rustls holds offsets into
+            // the kept bytes (see `cipher_in`). Bounded: rustls queues a handful.
+            let mut kept = std::mem::take(&mut self.cipher_in);
             for _ in 0..MAX_QUEUED_AFTER_ERROR {
-                match self.step(&mut [], &mut |_| {}, &mut received) {
-                    Ok((_, true)) => {}
-                    _ => break,
+                if !self.wants_write() {
+                    break;
+                }
+                match self.step(&mut kept, &mut |_| {}, &mut received) {
+                    Ok((discard, _)) => {
+                        kept.drain(..discard.min(kept.len()));
+                    }
+                    Err(_) => break,
                 }
             }
+            // Nothing more is read from a failed session: what it kept goes now.
+            release(&mut self.cipher_in);
             return Err(e);
         }
         Ok(received)
@@ -331,12 +358,13 @@ impl TlsSession {
         let TlsSession {
             side,
             cipher_out,
+            cipher_in,
             conn: key,
             ..
         } = self;
         on_side!(side, conn => {
-            let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
-            match state? {
+            let UnbufferedStatus { state, discard } = conn.process_tls_records(cipher_in);
+            let sealed = match state? {
                 ConnectionState::WriteTraffic(mut w) => {
                     let want = data.len() + RECORD_OVERHEAD * (1 + data.len() / MAX_RECORD_PLAINTEXT);
                     let at = cipher_out.len();
@@ -354,7 +382,9 @@ impl TlsSession {
                     }
                 }
                 other => Err(rustls::Error::General(format!("cannot encrypt in state {other:?}"))),
-            }
+            };
+            cipher_in.drain(..discard);
+            sealed
         })
     }
 
@@ -365,6 +395,11 @@ impl TlsSession {
 
     /// Seals our close_notify (once): the peer learns the close is deliberate, not a truncation.
     pub(crate) fn close_notify(&mut self) {
+        if self.phase == TlsPhase::Handshaking {
+            // No keys to seal one with: a stalled handshake timed out, or the server is
+            // stopping. Said once, here, for either.
+            debug!(target: LOG, "conn {} closing before the TLS handshake finished", self.conn);
+        }
         if self.phase != TlsPhase::Established {
             self.phase = TlsPhase::Closed;
             return;
@@ -373,11 +408,12 @@ impl TlsSession {
         let TlsSession {
             side,
             cipher_out,
+            cipher_in,
             conn: key,
             ..
         } = self;
         on_side!(side, conn => {
-            let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+            let UnbufferedStatus { state, discard } = conn.process_tls_records(cipher_in);
             if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
                 let at = cipher_out.len();
                 cipher_out.resize(at + RECORD_OVERHEAD, 0);
@@ -389,6 +425,7 @@ impl TlsSession {
                     Err(_) => cipher_out.truncate(at),
                 }
             }
+            cipher_in.drain(..discard);
         })
     }
 }
