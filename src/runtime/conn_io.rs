@@ -316,7 +316,7 @@ impl<H: Handler> ConnIo<'_, H> {
                 // The session failed (it logged why at debug): send the alert rustls queued,
                 // and close without a close_notify.
                 if let Some(tls) = self.core.buffers(key).tls.as_mut() {
-                    tls.close_notify_skipped();
+                    tls.fail();
                 }
                 let id = self.core.id_of(key);
                 self.core.close_gracefully(id);
@@ -566,10 +566,17 @@ impl<H: Handler> ConnIo<'_, H> {
                 tls.close_notify();
             }
             if tls.pending() == 0 {
-                // Plaintext queued during the handshake waits for it; the read side flushes
-                // again when it completes.
                 if !b.out.is_empty() {
-                    return;
+                    if tls.phase() == TlsPhase::Handshaking {
+                        // Plaintext queued during the handshake waits for it; the read side
+                        // flushes again when it completes.
+                        return;
+                    }
+                    // A failed session (its alert is out) seals nothing more: what was
+                    // queued for it can never be sent, so the close goes on without it.
+                    let dropped = b.out.pending();
+                    b.out.clear();
+                    trace!(target: IO, "{} dropped {dropped} unsendable bytes (TLS closed)", self.core.who(key));
                 }
                 break;
             }

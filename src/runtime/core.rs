@@ -279,6 +279,14 @@ impl<M> Core<M> {
         }
         c.phase = Phase::Closed;
         self.budget.release(key);
+        // A failed TLS session's close (its alert flushed, or not in time) says so.
+        #[cfg(feature = "tls")]
+        let why = match (why, c.bufs.as_ref().and_then(|b| b.tls.as_ref())) {
+            (CloseReason::Done | CloseReason::TimedOut, Some(t)) if t.failed() => {
+                CloseReason::TlsFailed
+            }
+            _ => why,
+        };
         if let Some(mut b) = c.bufs.take() {
             b.inbuf.clear();
             b.out.clear();

@@ -46,4 +46,7 @@ pub enum CloseReason {
     ConnectFailed(std::io::ErrorKind),
     /// The loop stopped with the connection still open (shutdown deadline).
     Shutdown,
+    /// The TLS session failed: a certificate that does not verify, a protocol error, or an
+    /// alert from the peer (`readyloop::tls` at debug says which). Its alert was sent first.
+    TlsFailed,
 }

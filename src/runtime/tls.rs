@@ -74,6 +74,8 @@ pub struct TlsSession {
     written: usize,
     /// The connection's slot key, for log lines (`conn 12 TLS ...`).
     conn: usize,
+    /// A fatal error ended the session.
+    failed: bool,
 }
 
 /// Runs `$body` with `$conn` bound to the unbuffered connection of either side (their methods
@@ -122,6 +124,7 @@ impl TlsSession {
             cipher_out: Vec::new(),
             written: 0,
             conn,
+            failed: false,
         }
     }
 
@@ -388,9 +391,16 @@ impl TlsSession {
         })
     }
 
-    /// After a fatal error: the connection closes without a close_notify (the alert said why).
-    pub(crate) fn close_notify_skipped(&mut self) {
+    /// After a fatal error: the connection closes without a close_notify (the alert said why),
+    /// and ends in `CloseReason::TlsFailed`.
+    pub(crate) fn fail(&mut self) {
         self.phase = TlsPhase::Closed;
+        self.failed = true;
+    }
+
+    /// The session failed (`fail`).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Seals our close_notify (once): the peer learns the close is deliberate, not a truncation.
