@@ -214,6 +214,12 @@ struct Mark {
 pub struct LoadClient {
     pub mode: Mode,
     addr: SocketAddr,
+    /// `--tls`: the client configuration and the server's name.
+    #[cfg(feature = "tls")]
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     src_ips: Vec<IpAddr>,
     next_src: usize,
     size: usize,
@@ -275,6 +281,11 @@ impl LoadClient {
         LoadClient {
             mode: opts.mode,
             addr: opts.addr,
+            #[cfg(feature = "tls")]
+            tls: opts
+                .tls
+                .as_ref()
+                .map(|t| (t.config.clone(), t.name.clone())),
             src_ips: opts.src_ips.clone(),
             next_src: opts.child.unwrap_or(0),
             size: opts.size,
@@ -370,7 +381,18 @@ impl LoadClient {
         };
         let mut conn = Conn::new(slot, first);
         conn.inflight.extend(sent);
-        if let Err(e) = cx.connect_from(self.addr, src, conn) {
+        // With --tls the handshake runs on the loop once the connect completes, and `on_open`
+        // comes first as for plaintext: what a mode queues there is sealed once it is done.
+        #[cfg(feature = "tls")]
+        let started = match &self.tls {
+            Some((config, name)) => {
+                cx.connect_tls(self.addr, src, config.clone(), name.clone(), conn)
+            }
+            None => cx.connect_from(self.addr, src, conn),
+        };
+        #[cfg(not(feature = "tls"))]
+        let started = cx.connect_from(self.addr, src, conn);
+        if let Err(e) = started {
             self.report.conns_failed += 1;
             self.error(&format!("connect: {:?}", e.kind()));
             if self.reconnects() {
@@ -1030,6 +1052,15 @@ impl Handler for LoadClient {
             CloseReason::ConnectFailed(kind) if !self.stopping => {
                 self.report.conns_failed += 1;
                 self.report.error(&format!("connect: {kind:?}"));
+            }
+            // The handshake (or a record) failed: the certificate, the versions, an alert.
+            // The handshake is part of connecting: a connection whose session failed counts
+            // as failed, not as made.
+            CloseReason::TlsFailed if !self.stopping => {
+                self.report.conns_ok = self.report.conns_ok.saturating_sub(1);
+                self.report.conns_failed += 1;
+                self.report
+                    .error("tls: failed (RUST_LOG=readyloop::tls=debug says why)");
             }
             CloseReason::Done | CloseReason::Aborted => {}
             why if matches!(stage, Stage::Ready | Stage::Handshaking) => {

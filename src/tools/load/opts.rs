@@ -49,12 +49,17 @@ common options:
   --json                print one JSON object as the last line instead of the table
   --quiet               no progress lines on stderr
 http options:
-  --url http://HOST[:PORT]/PATH   target (instead of --addr and --path)
+  --url http[s]://HOST[:PORT]/PATH   target (instead of --addr and --path)
   --path PATH           request target                                       [/]
   --method M            request method                                       [GET]
   --header NAME:VALUE   extra request header (repeatable)
   --body-file FILE      request body (Content-Length is set)
   --close               a new connection per request (measures accept rate)
+TLS (hello, echo, ws-*, idle, http; https:// URLs turn it on):
+  --tls                 speak TLS (handshakes on the loop, as the server does them)
+  --ca FILE             the certificates to trust (PEM), e.g. the server's self-signed one
+  --insecure            trust any certificate (self-signed test servers)
+  --server-name NAME    the name to check the certificate against [the host of --addr/--url]
 other mode options:
   --size BYTES          message payload size (echo, ws-*)                    [64]
   --text                ws-echo: text messages instead of binary
@@ -196,6 +201,59 @@ pub struct Opts {
     pub report: Option<(PathBuf, std::fs::File)>,
     /// The command line as given, for the report's parameters.
     pub command_line: String,
+    /// `--tls`: every connection speaks TLS.
+    pub tls: Option<TlsOpts>,
+}
+
+/// `--tls [--ca FILE | --insecure] [--server-name NAME]`, with the configuration built from
+/// them once at start-up (a bad `--ca` fails before any connection).
+#[derive(Debug, Clone)]
+pub struct TlsOpts {
+    /// `--ca`, as given (passed on to child processes).
+    pub ca: Option<PathBuf>,
+    pub insecure: bool,
+    /// The name the certificate is checked against (and sent as SNI).
+    pub server_name: String,
+    #[cfg(feature = "tls")]
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    #[cfg(feature = "tls")]
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsOpts {
+    #[cfg(feature = "tls")]
+    fn new(
+        ca: Option<PathBuf>,
+        insecure: bool,
+        server_name: String,
+        alpn: &[&[u8]],
+    ) -> Result<TlsOpts, String> {
+        use crate::runtime::tls_config;
+        let config = tls_config::client_config(ca.as_deref(), insecure, alpn)
+            .map_err(|e| format!("--tls: {e}"))?;
+        let name =
+            tls_config::server_name(&server_name).map_err(|e| format!("--server-name: {e}"))?;
+        Ok(TlsOpts {
+            ca,
+            insecure,
+            server_name,
+            config,
+            name,
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn new(_: Option<PathBuf>, _: bool, _: String, _: &[&[u8]]) -> Result<TlsOpts, String> {
+        Err("--tls: this readyloop was built without the `tls` feature".into())
+    }
+}
+
+/// The host of `HOST:PORT` or `[V6]:PORT`, without brackets.
+fn host_of(host_port: &str) -> &str {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 impl Opts {
@@ -315,18 +373,15 @@ pub fn resolve(flag: &str, s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// `http://HOST[:PORT][/PATH[?QUERY]]` → (`HOST:PORT` to resolve, the `Host` header, the
-/// request target).
-pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
+/// `http[s]://HOST[:PORT][/PATH[?QUERY]]` → (`HOST:PORT` to resolve, the `Host` header, the
+/// request target, whether it is https).
+pub fn parse_url(url: &str) -> Result<(String, String, String, bool), String> {
     let bad = |why: &str| format!("--url: {url:?} {why}");
-    let Some(rest) = url.strip_prefix("http://") else {
-        if url.starts_with("https://") {
-            // TLS belongs to the transport (the loop's connections, the runtime's `tls`
-            // feature), not to this tool; its issue makes `https://` select it here and `--tls`
-            // for --addr.
-            return Err(bad("needs TLS, which readyloop load does not speak yet"));
-        }
-        return Err(bad("is not an http:// URL"));
+    // TLS belongs to the transport (the loop's connections): `https://` only turns it on.
+    let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(bad("is not an http:// or https:// URL")),
     };
     let rest = rest.split('#').next().unwrap_or_default();
     let (authority, path) = match rest.find(['/', '?']) {
@@ -347,10 +402,10 @@ pub fn parse_url(url: &str) -> Result<(String, String, String), String> {
     let host_port = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if https { 443 } else { 80 })
     };
     // Host: as written, port included only when given (RFC 9110 §7.2).
-    Ok((host_port, authority.to_string(), path))
+    Ok((host_port, authority.to_string(), path, https))
 }
 
 fn check_path(flag: &str, path: &str) -> Result<(), String> {
@@ -443,8 +498,11 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
         thresholds: Vec::new(),
         report: None,
         command_line,
+        tls: None,
     };
     let mut given: Vec<&'static str> = Vec::new();
+    let (mut tls, mut insecure) = (false, false);
+    let (mut ca, mut server_name): (Option<PathBuf>, Option<String>) = (None, None);
     let err = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(err)? {
         // Owned, so the parser is free to hand out the flag's value.
@@ -536,9 +594,13 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
             }
             (_, "threshold") => o.thresholds.push(Threshold::parse(&value("threshold")?)?),
             (_, "report") => report = Some(PathBuf::from(value("report")?)),
-            (_, "tls") => {
-                return Err("--tls: readyloop load does not speak TLS yet".into());
+            (_, "tls") => tls = true,
+            (_, "insecure") => {
+                given.push("insecure");
+                insecure = true;
             }
+            (_, "ca") => ca = Some(PathBuf::from(value("ca")?)),
+            (_, "server-name") => server_name = Some(value("server-name")?),
             (_, "help") | (Arg::Short('h'), _) => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -604,9 +666,10 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
     // The target, resolved once.
     let (host_port, host_header) = match (&url, &addr) {
         (Some(u), _) => {
-            let (hp, host, p) = parse_url(u)?;
+            let (hp, host, p, https) = parse_url(u)?;
             check_path("url", &p)?;
             o.http.path = p;
+            tls |= https;
             (hp, host)
         }
         (None, Some(a)) => (a.clone(), a.clone()),
@@ -615,6 +678,27 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
             (a.clone(), a)
         }
     };
+    if !tls {
+        if let Some(f) = ["ca", "insecure", "server-name"]
+            .iter()
+            .find(|f| given.contains(f))
+        {
+            return Err(format!("--{f}: goes with --tls"));
+        }
+    }
+    if ca.is_some() && insecure {
+        return Err("--ca FILE or --insecure, not both".into());
+    }
+    if tls {
+        // ALPN only where it names the protocol: HTTP/1.1 (WebSocket upgrades are HTTP/1.1).
+        let alpn: &[&[u8]] = match o.mode {
+            Mode::Http | Mode::WsEcho | Mode::WsBroadcast => &[b"http/1.1"],
+            Mode::Idle if o.ws.is_some() => &[b"http/1.1"],
+            _ => &[],
+        };
+        let name = server_name.unwrap_or_else(|| host_of(&host_port).to_string());
+        o.tls = Some(TlsOpts::new(ca, insecure, name, alpn)?);
+    }
     o.addr = resolve(if url.is_some() { "url" } else { "addr" }, &host_port)?;
     o.http.host = host_header;
     if let Some(p) = path {
@@ -667,17 +751,24 @@ mod tests {
             (
                 "127.0.0.1:8000".into(),
                 "127.0.0.1:8000".into(),
-                "/healthz?x=1".into()
+                "/healthz?x=1".into(),
+                false
             )
         );
         assert_eq!(
             p("http://example"),
-            ("example:80".into(), "example".into(), "/".into())
+            ("example:80".into(), "example".into(), "/".into(), false)
+        );
+        assert_eq!(
+            p("https://example/x"),
+            ("example:443".into(), "example".into(), "/x".into(), true)
         );
         assert_eq!(
             p("http://[::1]:9/a"),
-            ("[::1]:9".into(), "[::1]:9".into(), "/a".into())
+            ("[::1]:9".into(), "[::1]:9".into(), "/a".into(), false)
         );
+        assert_eq!(host_of("[::1]:9"), "::1");
+        assert_eq!(host_of("localhost:8443"), "localhost");
         assert_eq!(p("http://[::1]?q").0, "[::1]:80");
         assert_eq!(p("http://[::1]?q").2, "/?q");
         let o = parse("http --url http://[::1]:8000/healthz").unwrap();
@@ -711,8 +802,10 @@ mod tests {
                 "http --method G/T",
                 r#"--method: "G/T" is not a method name"#,
             ),
-            ("http --url https://x/", "needs TLS"),
-            ("http --url ftp://x/", "is not an http:// URL"),
+            ("http --url ftp://x/", "is not an http:// or https:// URL"),
+            ("http --ca x.pem", "--ca: goes with --tls"),
+            ("echo --tls --ca x.pem --insecure", "not both"),
+            ("echo --tls", "--ca FILE"),
             ("http --path nope", r#"--path: "nope" must start with /"#),
             ("http --close --pipeline 2", "--pipeline must be 1"),
             (
@@ -735,7 +828,6 @@ mod tests {
             ),
             ("idle --src-ips 127.0.0.9-127.0.0.2", "--src-ips"),
             ("idle --bogus", "invalid option '--bogus'"),
-            ("http --tls", "--tls"),
         ] {
             match parse_args(args(bad)) {
                 Ok(_) => panic!("{bad:?} accepted"),

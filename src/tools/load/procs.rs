@@ -97,6 +97,19 @@ fn child_args(opts: &Opts, n: usize, i: usize) -> Vec<String> {
             a.push("--close".into());
         }
     }
+    if let Some(t) = &opts.tls {
+        a.extend([
+            "--tls".into(),
+            "--server-name".into(),
+            t.server_name.clone(),
+        ]);
+        if let Some(ca) = &t.ca {
+            a.extend(["--ca".into(), ca.display().to_string()]);
+        }
+        if t.insecure {
+            a.push("--insecure".into());
+        }
+    }
     if let Some(s) = &opts.src_spec {
         a.extend(["--src-ips".into(), s.clone()]);
     }
