@@ -2,12 +2,14 @@
 // real server; a message typed in one page appears in both, with the broadcast prefix.
 //
 // Usage (from the repository root, after `cargo build`):
-//   (cd tests/browser && npm ci) && node tests/browser/chat.e2e.mjs
+//   (cd tests/browser && npm ci) && node tests/browser/chat.e2e.mjs [--tls]
+// With --tls the server serves https (a self-signed certificate made with `openssl req` for
+// the run; Chromium runs with --ignore-certificate-errors) and the page must talk over wss://.
 // The server binary is $READYLOOP_BIN or target/debug/readyloop; Chromium is $CHROMIUM or
 // /usr/bin/chromium (Debian's package). Leaves a screenshot at target/chat.png.
 
 import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -17,20 +19,36 @@ import { fileURLToPath } from "node:url";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = process.env.READYLOOP_BIN ?? join(root, "target/debug/readyloop");
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const screenshot = join(root, "target/chat.png");
+const tls = process.argv.includes("--tls");
+const screenshot = join(root, tls ? "target/chat-tls.png" : "target/chat.png");
 const PREFIX = "📢 새로운 알림: ";
 
+// A self-signed certificate for localhost in `dir`: the --tls-cert/--tls-key flags.
+function selfSigned(dir) {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-addext", "basicConstraints=critical,CA:FALSE",
+  ], { stdio: "ignore" });
+  return ["--tls-cert", cert, "--tls-key", key];
+}
+
 function startServer(uploads) {
+  const tlsFlags = tls ? selfSigned(uploads) : [];
   const server = spawn(
     binary,
-    ["serve", "--http", "127.0.0.1:0", "--line", "off", "--hello", "off", "--upload-dir", uploads],
+    ["serve", "--http", "127.0.0.1:0", "--line", "off", "--hello", "off", "--upload-dir", uploads,
+      ...tlsFlags],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   const addr = new Promise((resolveAddr, reject) => {
     server.on("error", reject);
     server.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
     createInterface({ input: server.stdout }).on("line", (line) => {
-      const m = /^listening http (\S+)$/.exec(line);
+      const m = /^listening https? (\S+)$/.exec(line);
       if (m) resolveAddr(m[1]);
     });
   });
@@ -53,6 +71,7 @@ async function main() {
       args: [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ...(tls ? ["--ignore-certificate-errors"] : []),
       ],
       timeout: 30000,
     });
@@ -62,7 +81,12 @@ async function main() {
       const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
       const page = await context.newPage();
       page.on("pageerror", (e) => { throw new Error(`page ${i} error: ${e.message}`); });
-      await page.goto(`http://${addr}/`);
+      // Watch the page's WebSocket: over https it must be wss://.
+      const socket = page.waitForEvent("websocket", { timeout: 10000 });
+      await page.goto(`${tls ? "https" : "http"}://${addr}/`);
+      const wsUrl = (await socket).url();
+      const wantWs = `${tls ? "wss" : "ws"}://${addr}/ws`;
+      if (wsUrl !== wantWs) throw new Error(`page ${i} opened ${wsUrl}, want ${wantWs}`);
       await page.locator("#status", { hasText: /^connected$/ }).waitFor({ timeout: 10000 });
       pages.push(page);
     }
@@ -92,7 +116,8 @@ async function main() {
     }
     mkdirSync(dirname(screenshot), { recursive: true });
     await a.screenshot({ path: screenshot, fullPage: true });
-    console.log(`chat e2e: 2 pages, ${want.length} messages seen on both; screenshot ${screenshot}`);
+    const over = tls ? "https + wss" : "http + ws";
+    console.log(`chat e2e (${over}): 2 pages, ${want.length} messages seen on both; screenshot ${screenshot}`);
     console.log("chat e2e: 1 passed, 0 failed");
   } finally {
     if (browser) await browser.close();

@@ -3,9 +3,13 @@
 
 Starts the server itself (target/debug/readyloop, or $READYLOOP_BIN, or argv[1]) on port 0,
 reads its `listening http ADDR` line, runs every check and exits non-zero if any failed.
+With `--tls` the same checks run over wss:// (Python's `ssl`, trusting a self-signed
+certificate made with `openssl req` for the run; the server gets `--tls-cert/--tls-key` and
+prints `listening https ADDR`).
 Needs `websockets` >= 13 (the sync client): `python3 -m pip install websockets`.
 """
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,8 +42,28 @@ def binary_of(n):
     return bytes((i * 31) & 0xFF for i in range(n)) if n < MIB else os.urandom(n)
 
 
+# Set by main for --tls: the client's SSL context (None: plaintext ws://).
+TLS = None
+
+
 def ws(addr, path):
-    return connect(f"ws://{addr}{path}", max_size=None, open_timeout=10, close_timeout=10)
+    if TLS is None:
+        return connect(f"ws://{addr}{path}", max_size=None, open_timeout=10, close_timeout=10)
+    port = addr.rsplit(":", 1)[1]
+    return connect(f"wss://localhost:{port}{path}", ssl=TLS, max_size=None,
+                   open_timeout=10, close_timeout=10)
+
+
+def self_signed(directory):
+    """A certificate for localhost and 127.0.0.1 and its key (ECDSA P-256), made now."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-addext", "basicConstraints=critical,CA:FALSE"],
+        check=True, capture_output=True)
+    return cert, key
 
 
 def check_echo_sizes(addr):
@@ -98,18 +122,26 @@ CHECKS = [check_echo_sizes, check_fragmented, check_too_big, check_close_codes, 
 
 
 def main():
-    binary = (sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get(
+    global TLS
+    args = [a for a in sys.argv[1:] if a != "--tls"]
+    tls = "--tls" in sys.argv[1:]
+    binary = (args[0] if args else None) or os.environ.get(
         "READYLOOP_BIN", "target/debug/readyloop"
     )
     with tempfile.TemporaryDirectory() as uploads:
+        extra, scheme = [], "http"
+        if tls:
+            cert, key = self_signed(uploads)
+            extra, scheme = ["--tls-cert", cert, "--tls-key", key], "https"
+            TLS = ssl.create_default_context(cafile=cert)
         server = subprocess.Popen(
             [binary, "serve", "--http", "127.0.0.1:0", "--line", "off", "--hello", "off",
-             "--ws-ping", "0", "--upload-dir", uploads],
+             "--ws-ping", "0", "--upload-dir", uploads] + extra,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         try:
             line = server.stdout.readline().strip()
-            assert line.startswith("listening http "), f"unexpected first line {line!r}"
+            assert line.startswith(f"listening {scheme} "), f"unexpected first line {line!r}"
             addr = line.split()[-1]
             passed = failed = 0
             for check in CHECKS:
@@ -125,7 +157,7 @@ def main():
             server.kill()
             server.wait()
             server.stdout.close()
-    print(f"ws_interop: {passed} passed, {failed} failed")
+    print(f"ws_interop{' (wss)' if tls else ''}: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
