@@ -162,8 +162,9 @@ fn tls_session(_: &str, _: Option<&std::path::Path>, _: bool) -> Result<NoTls, S
     Err("client: --tls: this readyloop was built without the `tls` feature".into())
 }
 
-/// The host of `HOST:PORT`, `[V6]:PORT` or `IP:PORT`: the name a certificate is checked for.
-fn host_of(target: &str) -> &str {
+/// The host of `HOST:PORT`, `[V6]:PORT` or `IP:PORT`, without brackets: the name a
+/// certificate is checked for (here and in `readyloop load --tls`).
+pub fn host_of(target: &str) -> &str {
     let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

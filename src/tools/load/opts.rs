@@ -248,14 +248,6 @@ impl TlsOpts {
     }
 }
 
-/// The host of `HOST:PORT` or `[V6]:PORT`, without brackets.
-fn host_of(host_port: &str) -> &str {
-    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
 impl Opts {
     /// The WebSocket path to upgrade on, if the mode uses one.
     pub fn ws_path(&self) -> Option<String> {
@@ -696,7 +688,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
             Mode::Idle if o.ws.is_some() => &[b"http/1.1"],
             _ => &[],
         };
-        let name = server_name.unwrap_or_else(|| host_of(&host_port).to_string());
+        let name =
+            server_name.unwrap_or_else(|| crate::tools::client::host_of(&host_port).to_string());
         o.tls = Some(TlsOpts::new(ca, insecure, name, alpn)?);
     }
     o.addr = resolve(if url.is_some() { "url" } else { "addr" }, &host_port)?;
@@ -767,6 +760,7 @@ mod tests {
             p("http://[::1]:9/a"),
             ("[::1]:9".into(), "[::1]:9".into(), "/a".into(), false)
         );
+        let host_of = crate::tools::client::host_of;
         assert_eq!(host_of("[::1]:9"), "::1");
         assert_eq!(host_of("localhost:8443"), "localhost");
         assert_eq!(p("http://[::1]?q").0, "[::1]:80");
