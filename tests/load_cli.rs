@@ -253,7 +253,8 @@ fn client_help_host_names_and_ipv6() {
     let r = run_tool(&["client", "--help"], LIMIT);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stdout.starts_with("usage: readyloop client HOST:PORT"),
+        r.stdout
+            .starts_with("usage: readyloop client [--tls [--ca FILE | --insecure]] HOST:PORT"),
         "{}",
         r.stdout
     );
