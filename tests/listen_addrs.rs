@@ -168,3 +168,52 @@ fn workers_share_one_unix_listener() {
         "the supervisor removes the socket file at exit"
     );
 }
+
+#[test]
+#[cfg(feature = "load")]
+fn the_client_and_the_load_generator_reach_unix_and_ipv6_listeners() {
+    let dir = TempDir::new("unix-tools");
+    let path = dir.path().join("line.sock");
+    let arg = format!("unix:{}", path.display());
+    let _server = Server::serve(
+        &["--line", &arg, "--hello", "[::1]:0", "--http", "off"],
+        Options::default(),
+    );
+    // The interactive client over the Unix socket: a line and its echo, then EOF.
+    let out = Command::new(BIN)
+        .args(["client", &arg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(b"via unix\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via unix\n");
+    // The load generator's echo mode over the Unix socket: every payload checked.
+    let out = Command::new(BIN)
+        .args([
+            "load",
+            "echo",
+            "--addr",
+            &arg,
+            "--conns",
+            "4",
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("\"conns_ok\":4"), "{last}");
+    assert!(last.contains("\"errors\":0,"), "{last}");
+}

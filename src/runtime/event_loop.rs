@@ -164,10 +164,7 @@ impl<H: Handler> EventLoop<H> {
         state: H::Conn,
     ) -> io::Result<ConnId> {
         let addr = addr.into();
-        self.with_context(|_, cx| match (&addr, from) {
-            (Addr::Ip(ip), Some(_)) => cx.connect_from(*ip, from, state),
-            _ => cx.connect(addr.clone(), state),
-        })
+        self.with_context(|_, cx| cx.connect_from(addr, from, state))
     }
 
     /// Stops the loop gracefully on SIGINT and SIGTERM (through a self-pipe registered with the

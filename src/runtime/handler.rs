@@ -18,7 +18,6 @@ use super::handle::Handle;
 use super::id::{CloseReason, ConnId, ListenerId};
 use super::out_queue::Chunk;
 use super::states::{Others, States};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -313,11 +312,11 @@ impl<'a, S, M> Context<'a, S, M> {
     /// connections to one server than one address has ephemeral ports.
     pub fn connect_from(
         &mut self,
-        addr: SocketAddr,
+        addr: impl Into<Addr>,
         from: Option<std::net::IpAddr>,
         state: S,
     ) -> std::io::Result<ConnId> {
-        let id = self.core.connect(&Addr::Ip(addr), from)?;
+        let id = self.core.connect(&addr.into(), from)?;
         self.states.insert(id.key, state);
         Ok(id)
     }

@@ -18,21 +18,22 @@
 //! server's from the outside. Stdin EOF sends close_notify before the FIN; a server that
 //! closes without one is reported as a truncation.
 
+use crate::runtime::{Addr, Socket};
 use log::{debug, trace};
-use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 const USAGE: &str = "\
-usage: readyloop client [--tls [--ca FILE | --insecure]] HOST:PORT
+usage: readyloop client [--tls [--ca FILE | --insecure]] HOST:PORT|unix:/path
 Sends each line of stdin to the server and prints what the server sends, as it arrives
 (pushed lines too). Stdin EOF half-closes the connection; the server's EOF ends the client.
-  HOST:PORT   the line listener, e.g. 127.0.0.1:10000, localhost:10000 or [::1]:10000
+  HOST:PORT   the line listener, e.g. 127.0.0.1:10000, localhost:10000 or [::1]:10000,
+              or a Unix socket, unix:/run/readyloop-line.sock
   --tls       speak TLS (a `serve --line-tls` listener, or HTTPS by hand); the certificate
               is checked against HOST
   --ca FILE   the certificates to trust (PEM), e.g. the server's own self-signed one
@@ -134,8 +135,20 @@ pub fn main(args: Vec<OsString>) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let addrs = resolve(&target)?;
-    let stream = connect_any(&addrs)?;
+    let stream = match target.parse::<Addr>() {
+        Ok(Addr::Unix(path)) => {
+            let s = std::os::unix::net::UnixStream::connect(&path)
+                .map_err(|e| format!("connect unix:{}: {}", path.display(), io_words(&e)))?;
+            s.set_nonblocking(true)?;
+            Socket::from_fd(s.into())
+        }
+        _ => {
+            let s = connect_any(&resolve(&target)?)?;
+            s.set_nonblocking(true)?;
+            s.set_nodelay(true)?;
+            Socket::from_fd(s.into())
+        }
+    };
     run(stream, tls)?;
     Ok(())
 }
@@ -263,7 +276,7 @@ enum Got {
 impl Wire {
     /// Writes what it can of `outbuf` (draining it), and TLS records waiting to go. Returns
     /// whether bytes are still waiting for the socket.
-    fn send(&mut self, stream: &mut TcpStream, outbuf: &mut Vec<u8>) -> io::Result<bool> {
+    fn send(&mut self, stream: &mut Socket, outbuf: &mut Vec<u8>) -> io::Result<bool> {
         match self {
             Wire::Plain => {
                 while !outbuf.is_empty() {
@@ -329,7 +342,7 @@ impl Wire {
     /// One read: plaintext into `out`.
     fn receive(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Socket,
         buf: &mut [u8],
         out: &mut impl Write,
     ) -> io::Result<Got> {
@@ -391,10 +404,7 @@ impl Wire {
 
 /// Shuttles stdin → `std_stream` and `std_stream` → stdout until the server closes, through
 /// `tls` when given.
-fn run(std_stream: std::net::TcpStream, tls: Option<Session>) -> io::Result<()> {
-    std_stream.set_nonblocking(true)?;
-    std_stream.set_nodelay(true)?;
-    let mut stream = TcpStream::from_std(std_stream);
+fn run(mut stream: Socket, tls: Option<Session>) -> io::Result<()> {
     let mut wire = tls.map_or(Wire::Plain, Wire::Tls);
     let mut poll = Poll::new()?;
     poll.registry()
@@ -486,7 +496,7 @@ fn run(std_stream: std::net::TcpStream, tls: Option<Session>) -> io::Result<()> 
                 write_armed = want_write;
             }
             if close_sent && !want_write && !half_closed {
-                let _ = stream.shutdown(Shutdown::Write);
+                let _ = stream.shutdown_write();
                 half_closed = true;
             }
         }

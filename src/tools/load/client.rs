@@ -38,7 +38,7 @@ use crate::runtime::{Addr, CloseReason, ConnId, ContextOf, Handler, ListenerId};
 use hdrhistogram::Histogram;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// Wait before a slot connects again after a failure, so a refusing server does not make us
 /// spin (10 retries per second per slot).
@@ -213,7 +213,7 @@ struct Mark {
 /// The load generator's handler.
 pub struct LoadClient {
     pub mode: Mode,
-    addr: SocketAddr,
+    addr: Addr,
     /// `--tls`: the client configuration and the server's name.
     #[cfg(feature = "tls")]
     tls: Option<(
@@ -280,7 +280,7 @@ impl LoadClient {
         report.rate = open_model.as_ref().and(opts.rate);
         LoadClient {
             mode: opts.mode,
-            addr: opts.addr,
+            addr: opts.addr.clone(),
             #[cfg(feature = "tls")]
             tls: opts
                 .tls
@@ -386,12 +386,12 @@ impl LoadClient {
         #[cfg(feature = "tls")]
         let started = match &self.tls {
             Some((config, name)) => {
-                cx.connect_tls(self.addr, src, config.clone(), name.clone(), conn)
+                cx.connect_tls(self.addr.clone(), src, config.clone(), name.clone(), conn)
             }
-            None => cx.connect_from(self.addr, src, conn),
+            None => cx.connect_from(self.addr.clone(), src, conn),
         };
         #[cfg(not(feature = "tls"))]
-        let started = cx.connect_from(self.addr, src, conn);
+        let started = cx.connect_from(self.addr.clone(), src, conn);
         if let Err(e) = started {
             self.report.conns_failed += 1;
             self.error(&format!("connect: {:?}", e.kind()));

@@ -5,6 +5,7 @@
 //! (`--body-file`, `--report`) are opened here, so a typo fails before the run, not after it.
 
 use super::thresholds::Threshold;
+use crate::runtime::Addr;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ modes:
                 connection checks it gets each one once and in order
   http          HTTP/1.1 requests on keep-alive connections, every response parsed
 common options:
-  --addr HOST:PORT      server address (names resolved once at start; [::1]:8000 for IPv6)
+  --addr HOST:PORT      server address (names resolved once at start; [::1]:8000 for IPv6;
+                        unix:/path for a Unix socket)
                         [idle, echo 127.0.0.1:10000; hello :8001; ws-*, http :8000]
   --conns N             connections (hello, http --close: concurrent slots)  [100]
   --duration SECS       how long to measure                                  [10]
@@ -156,7 +158,7 @@ pub struct Opts {
     /// What each connection does.
     pub mode: Mode,
     /// The server: `--addr` or `--url`, resolved once.
-    pub addr: SocketAddr,
+    pub addr: Addr,
     /// Connections to open (`--conns`).
     pub conns: usize,
     /// How long to measure (`--duration`).
@@ -337,15 +339,12 @@ pub fn parse_src_ips(s: &str) -> Result<Vec<IpAddr>, String> {
 /// quick blocking probe, in the resolver's order, and the first address that accepts wins, so
 /// `localhost` finds the server whether it listens on `::1` or on `127.0.0.1`; with no taker
 /// the first address is used and the run reports its failures.
-pub fn resolve(flag: &str, s: &str) -> Result<SocketAddr, String> {
+pub fn resolve(flag: &str, s: &str) -> Result<Addr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(Addr::Ip(addr));
     }
     if s.starts_with("unix:") {
-        // Needs the loop to connect Unix sockets (the runtime's, not this tool's, business).
-        return Err(format!(
-            "--{flag}: {s:?}: Unix sockets are not supported yet"
-        ));
+        return s.parse().map_err(|e| format!("--{flag}: {e}"));
     }
     if !s.contains(':') {
         return Err(format!("--{flag}: {s:?} is not HOST:PORT"));
@@ -356,12 +355,14 @@ pub fn resolve(flag: &str, s: &str) -> Result<SocketAddr, String> {
         .collect();
     match addrs.as_slice() {
         [] => Err(format!("--{flag}: {s:?} resolves to no address")),
-        [one] => Ok(*one),
-        several => Ok(several
-            .iter()
-            .copied()
-            .find(|a| TcpStream::connect_timeout(a, PROBE_TIMEOUT).is_ok())
-            .unwrap_or(several[0])),
+        [one] => Ok(Addr::Ip(*one)),
+        several => Ok(Addr::Ip(
+            several
+                .iter()
+                .copied()
+                .find(|a| TcpStream::connect_timeout(a, PROBE_TIMEOUT).is_ok())
+                .unwrap_or(several[0]),
+        )),
     }
 }
 
@@ -459,7 +460,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Option<Opts>, String> {
     let mut report: Option<PathBuf> = None;
     let mut o = Opts {
         mode: Mode::Idle,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        addr: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0))),
         conns: 100,
         duration: Duration::from_secs(10),
         connect_rate: 5000.0,
@@ -724,15 +725,18 @@ mod tests {
     #[test]
     fn defaults_follow_the_mode() {
         let o = parse("hello").unwrap();
-        assert_eq!(o.addr.port(), 8001);
+        assert_eq!(o.addr.ip().unwrap().port(), 8001);
         let o = parse("ws-echo --conns 20000").unwrap();
-        assert_eq!(o.addr.port(), 8000);
+        assert_eq!(o.addr.ip().unwrap().port(), 8000);
         assert_eq!(o.ws_path().as_deref(), Some("/echo"));
         assert_eq!(o.proc_count(), 3);
         let o = parse("idle --procs 2 --conns 1").unwrap();
         assert_eq!(o.proc_count(), 1);
         let o = parse("http").unwrap();
-        assert_eq!((o.addr.port(), o.http.path.as_str()), (8000, "/"));
+        assert_eq!(
+            (o.addr.ip().unwrap().port(), o.http.path.as_str()),
+            (8000, "/")
+        );
         assert_eq!(o.http.host, "127.0.0.1:8000");
     }
 
@@ -766,7 +770,7 @@ mod tests {
         assert_eq!(p("http://[::1]?q").0, "[::1]:80");
         assert_eq!(p("http://[::1]?q").2, "/?q");
         let o = parse("http --url http://[::1]:8000/healthz").unwrap();
-        assert_eq!(o.addr, "[::1]:8000".parse().unwrap());
+        assert_eq!(o.addr, Addr::Ip("[::1]:8000".parse().unwrap()));
         assert_eq!(o.http.path, "/healthz");
     }
 
@@ -836,8 +840,8 @@ mod tests {
     #[test]
     fn host_names_resolve_once() {
         let o = parse("echo --addr localhost:1").unwrap();
-        assert!(o.addr.ip().is_loopback(), "{}", o.addr);
-        assert_eq!(o.addr.port(), 1);
+        assert!(o.addr.ip().unwrap().ip().is_loopback(), "{}", o.addr);
+        assert_eq!(o.addr.ip().unwrap().port(), 1);
     }
 
     #[test]
