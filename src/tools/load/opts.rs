@@ -816,10 +816,7 @@ mod tests {
                 "--report: cannot create",
             ),
             ("echo --addr nohost", r#"--addr: "nohost" is not HOST:PORT"#),
-            (
-                "echo --addr unix:/tmp/s",
-                "Unix sockets are not supported yet",
-            ),
+            ("echo --addr unix:", "expected unix:/path/to/socket"),
             (
                 "echo --addr host.invalid:1",
                 r#"--addr: cannot resolve "host.invalid:1""#,
