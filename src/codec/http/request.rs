@@ -20,25 +20,15 @@
 //! (see `response::write_error`) and closes the connection once that is flushed.
 //! The parser keeps returning the same error if it is called again.
 
+use super::fields::{
+    chunk_size_line, has_token, is_ctl, is_tchar, list_elements, take_body, trim_ows,
+    MAX_HEADER_SLOTS,
+};
 use crate::codec::escape::escaped;
 use std::fmt;
 
 /// Log target for protocol-level messages: `RUST_LOG=readyloop::http=debug` shows just these.
 const LOG: &str = "readyloop::http";
-
-/// Header slots httparse gets on the stack, the ceiling for [`Limits::max_headers`]:
-/// 128 slots of 32 bytes is 4 KiB of stack per parse attempt, and no real client
-/// sends more than a few dozen fields.
-pub const MAX_HEADER_SLOTS: usize = 128;
-
-/// Longest chunk-size line we wait for, extensions and CRLF included: 4 KiB.
-/// Extensions carry nothing we use; this bounds what a peer can make us buffer
-/// for them. Longer → 400.
-pub const MAX_CHUNK_LINE: usize = 4096;
-
-/// Most hex digits accepted in a chunk size: 16, which is all a `u64` holds, so
-/// the value can never overflow. Longer (even with leading zeros) → 400.
-pub const MAX_CHUNK_SIZE_DIGITS: usize = 16;
 
 /// What a peer may make the parser accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +38,7 @@ pub struct Limits {
     /// this without a complete head → 431. Also bounds the trailer section of a
     /// chunked body.
     pub max_head: usize,
-    /// Header fields per request: 64 by default, capped at [`MAX_HEADER_SLOTS`].
+    /// Header fields per request: 64 by default, capped at [`MAX_HEADER_SLOTS`](super::fields::MAX_HEADER_SLOTS).
     /// More → 431.
     pub max_headers: usize,
     /// Body bytes per request: 64 MiB by default. A larger `Content-Length` → 413
@@ -417,33 +407,9 @@ impl RequestParser {
     /// Consumes one complete chunk-size line (RFC 9112 §7.1):
     /// `chunk-size [ chunk-ext ] CRLF`, with the extensions skipped.
     fn parse_chunk_size(&mut self, input: &[u8]) -> Result<Option<usize>, HttpError> {
-        let Some(lf) = input.iter().take(MAX_CHUNK_LINE).position(|&b| b == b'\n') else {
-            if input.len() >= MAX_CHUNK_LINE {
-                return Err(bad("chunk-size line too long"));
-            }
+        let Some((len, size)) = chunk_size_line(input).map_err(bad)? else {
             return Ok(None);
         };
-        let line = input.get(..lf).unwrap_or_default();
-        let Some(line) = line.strip_suffix(b"\r") else {
-            return Err(bad("chunk-size line not ended by CRLF"));
-        };
-        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if digits == 0 {
-            return Err(bad("missing chunk size"));
-        }
-        if digits > MAX_CHUNK_SIZE_DIGITS {
-            return Err(bad("chunk size too long"));
-        }
-        let (hex, ext) = line.split_at(digits);
-        let mut size: u64 = 0;
-        for &b in hex {
-            let digit = u64::from(hex_value(b));
-            size = size
-                .checked_mul(16)
-                .and_then(|s| s.checked_add(digit))
-                .ok_or(bad("chunk size overflows"))?;
-        }
-        check_chunk_ext(ext)?;
         if size == 0 {
             self.state = State::Trailers { seen: 0 };
         } else {
@@ -454,41 +420,7 @@ impl RequestParser {
             self.chunked_total = total;
             self.state = State::ChunkData { remaining: size };
         }
-        Ok(Some(lf + 1))
-    }
-}
-
-/// Up to `remaining` bytes from the front of `input`, and what is left after
-/// them; `None` when there is nothing to give yet.
-fn take_body(input: &[u8], remaining: u64) -> Option<(&[u8], u64)> {
-    if input.is_empty() {
-        return None;
-    }
-    let n = usize::try_from(remaining).map_or(input.len(), |r| r.min(input.len()));
-    let data = input.get(..n)?;
-    Some((data, remaining - n as u64))
-}
-
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        b'A'..=b'F' => b - b'A' + 10,
-        _ => 0,
-    }
-}
-
-/// Chunk extensions: `*( BWS ";" BWS name [ BWS "=" BWS value ] )`. We ignore
-/// them, but the text after the size must start with `;` (after optional
-/// blanks) and hold no control bytes: "5 x" or "5\0" is not a size.
-fn check_chunk_ext(ext: &[u8]) -> Result<(), HttpError> {
-    let after_blanks = trim_start_ows(ext);
-    match after_blanks.first() {
-        None if ext.is_empty() => Ok(()),
-        None => Err(bad("blank after chunk size")),
-        Some(b';') if after_blanks.iter().all(|&b| !is_ctl(b)) => Ok(()),
-        Some(b';') => Err(bad("control byte in chunk extension")),
-        Some(_) => Err(bad("invalid chunk size")),
+        Ok(Some(len))
     }
 }
 
@@ -502,46 +434,6 @@ fn check_trailer_line(line: &[u8]) -> Result<(), HttpError> {
         return Err(bad("invalid trailer field"));
     }
     Ok(())
-}
-
-/// Control bytes other than HTAB are never allowed in field lines.
-fn is_ctl(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn trim_start_ows(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    s.get(n..).unwrap_or_default()
-}
-
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let s = trim_start_ows(s);
-    let n = s
-        .iter()
-        .rev()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    s.get(..s.len() - n).unwrap_or_default()
-}
-
-/// The non-empty elements of a comma-separated list field (RFC 9110 §5.6.1),
-/// trimmed.
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|e| !e.is_empty())
-}
-
-/// Does `value`, a comma-separated header list, hold `token` (case-insensitive)? Browsers
-/// send `Connection: keep-alive, Upgrade`.
-pub fn has_token(value: &[u8], token: &str) -> bool {
-    list_elements(value).any(|e| e.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn map_httparse_error(e: httparse::Error, window: &[u8]) -> HttpError {
@@ -1061,7 +953,7 @@ mod tests {
     #[test]
     fn chunk_line_too_long_is_400() {
         let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
-        input.resize(input.len() + MAX_CHUNK_LINE, b'a');
+        input.resize(input.len() + super::super::fields::MAX_CHUNK_LINE, b'a');
         assert_eq!(run(&input).unwrap_err().status, 400);
     }
 

@@ -20,19 +20,9 @@
 //! Every parse error is final: after a malformed response the bytes cannot be trusted to start
 //! another, so the caller drops the connection. The parser keeps returning the same error.
 
+use super::fields::{chunk_size_line, list_elements, take_body, trim_ows, MAX_HEADER_SLOTS};
 use std::fmt;
 use std::mem::MaybeUninit;
-
-/// Header slots httparse gets on the stack, the ceiling for [`ResponseLimits::max_headers`]:
-/// 128 slots of 32 bytes is 4 KiB of stack per parse attempt.
-pub const MAX_HEADER_SLOTS: usize = 128;
-
-/// Longest chunk-size line waited for, extensions and CRLF included: 4 KiB. Extensions carry
-/// nothing we use; this bounds what a server can make us buffer for them.
-pub const MAX_CHUNK_LINE: usize = 4096;
-
-/// Most hex digits accepted in a chunk size: 16, all a `u64` holds, so it cannot overflow.
-pub const MAX_CHUNK_SIZE_DIGITS: usize = 16;
 
 /// What a server may make the parser accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +32,7 @@ pub struct ResponseLimits {
     /// ends its head cannot make a client buffer without bound. Also bounds a chunked body's
     /// trailer section.
     pub max_head: usize,
-    /// Header fields per response: 100 by default, capped at [`MAX_HEADER_SLOTS`].
+    /// Header fields per response: 100 by default, capped at [`MAX_HEADER_SLOTS`](super::fields::MAX_HEADER_SLOTS).
     pub max_headers: usize,
 }
 
@@ -269,7 +259,7 @@ impl ResponseParser {
                     }
                     return Ok((pos + rest.len(), Some(ResponseEvent::Body(rest))));
                 }
-                State::ChunkSize => match parse_chunk_size(rest)? {
+                State::ChunkSize => match chunk_size_line(rest).map_err(bad)? {
                     None => return Ok((pos, None)),
                     Some((n, 0)) => {
                         pos += n;
@@ -449,73 +439,6 @@ fn parse_length(s: &[u8]) -> Result<u64, ResponseError> {
         return Err(bad("invalid Content-Length"));
     }
     Ok(s.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
-}
-
-/// Consumes one complete chunk-size line (RFC 9112 §7.1) and returns its length and the size.
-fn parse_chunk_size(input: &[u8]) -> Result<Option<(usize, u64)>, ResponseError> {
-    let Some(lf) = input.iter().take(MAX_CHUNK_LINE).position(|&b| b == b'\n') else {
-        if input.len() >= MAX_CHUNK_LINE {
-            return Err(bad("chunk-size line too long"));
-        }
-        return Ok(None);
-    };
-    let line = input.get(..lf).unwrap_or_default();
-    let Some(line) = line.strip_suffix(b"\r") else {
-        return Err(bad("chunk-size line not ended by CRLF"));
-    };
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(bad("missing chunk size"));
-    }
-    if digits > MAX_CHUNK_SIZE_DIGITS {
-        return Err(bad("chunk size too long"));
-    }
-    let (hex, ext) = line.split_at(digits);
-    let size = hex.iter().fold(0u64, |n, &b| {
-        // At most 16 digits: cannot overflow.
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => b - b'A' + 10,
-        };
-        (n << 4) | u64::from(d)
-    });
-    // Extensions (`;name=value`) carry nothing we use, but the text after the size must be one.
-    let ext = trim_ows(ext);
-    if !ext.is_empty() && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t')) {
-        return Err(bad("invalid chunk size"));
-    }
-    Ok(Some((lf + 1, size)))
-}
-
-/// Up to `remaining` bytes from the front of `input`, and what is left after them; `None` when
-/// there is nothing to give yet.
-fn take_body(input: &[u8], remaining: u64) -> Option<(&[u8], u64)> {
-    if input.is_empty() {
-        return None;
-    }
-    let n = usize::try_from(remaining).map_or(input.len(), |r| r.min(input.len()));
-    let data = input.get(..n)?;
-    Some((data, remaining - n as u64))
-}
-
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    let s = s.get(start..).unwrap_or_default();
-    let end = s.len()
-        - s.iter()
-            .rev()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .count();
-    s.get(..end).unwrap_or_default()
-}
-
-/// The non-empty, trimmed elements of a comma-separated list field (RFC 9110 §5.6.1).
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|e| !e.is_empty())
 }
 
 fn map_httparse_error(e: httparse::Error) -> ResponseError {

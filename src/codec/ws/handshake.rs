@@ -5,7 +5,8 @@
 //! For the load generator it also writes a client request and checks the server's answer.
 //! Nothing here reads a socket: all functions take and return bytes or strings.
 
-use crate::codec::http::request::{has_token, BodyFraming, Method, RequestHead};
+use crate::codec::http::fields::has_token;
+use crate::codec::http::request::{BodyFraming, Method, RequestHead};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 

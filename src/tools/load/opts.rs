@@ -803,7 +803,14 @@ mod tests {
             ("http --url ftp://x/", "is not an http:// or https:// URL"),
             ("http --ca x.pem", "--ca: goes with --tls"),
             ("echo --tls --ca x.pem --insecure", "not both"),
-            ("echo --tls", "--ca FILE"),
+            (
+                "echo --tls",
+                if cfg!(feature = "tls") {
+                    "--ca FILE"
+                } else {
+                    "built without the `tls` feature"
+                },
+            ),
             ("http --path nope", r#"--path: "nope" must start with /"#),
             ("http --close --pipeline 2", "--pipeline must be 1"),
             (
