@@ -36,6 +36,7 @@
 //! slots for its SIGUSR1 lines.
 
 use crate::runtime::{sys, Addr, EventLoop};
+use crate::service::metrics;
 use crate::service::stats::{self, SharedStats};
 #[cfg(feature = "http")]
 use crate::service::Protocol;
@@ -71,10 +72,10 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// slots about once a second (the loop never waits in `poll` longer than that).
 pub fn run_worker(ev: &mut EventLoop<Server>) -> io::Result<()> {
     let mut published = Instant::now();
-    ev.with_context(|server, cx| stats::publish(&server.snapshot(cx)));
+    ev.with_context(|server, cx| metrics::publish(&server.snapshot(cx)));
     while ev.run_once(Some(PUBLISH_EVERY))? {
         if published.elapsed() >= PUBLISH_EVERY {
-            ev.with_context(|server, cx| stats::publish(&server.snapshot(cx)));
+            ev.with_context(|server, cx| metrics::publish(&server.snapshot(cx)));
             published = Instant::now();
         }
     }

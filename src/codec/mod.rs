@@ -11,12 +11,14 @@
 //! - `http` (feature `http`): HTTP/1.1 requests, responses, multipart bodies, file names.
 //! - `ws` (feature `websocket`): RFC 6455 frames, masks, UTF-8, close codes, the handshake.
 //! - `resp` (feature `redis`): RESP2, the Redis protocol.
+//! - [`prometheus`]: the Prometheus text exposition format (`GET /metrics`).
 
 pub mod escape;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod json;
 pub mod line;
+pub mod prometheus;
 #[cfg(feature = "redis")]
 pub mod resp;
 #[cfg(feature = "websocket")]

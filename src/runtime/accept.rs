@@ -269,10 +269,12 @@ impl Acceptor {
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                     ) =>
                 {
+                    core.stats.metrics.accept_paused_total += 1;
                     self.pause(&e, core.now, core.conns.len(), &core.registry);
                     return;
                 }
                 Err(e) => {
+                    core.stats.metrics.accept_errors_total += 1;
                     warn!("listener {} accept failed: {e}", self.listeners[index].name);
                     return;
                 }
@@ -333,6 +335,7 @@ impl Acceptor {
         core.stats.accepted_total += 1;
         let listener = ListenerId(index as u16);
         let Some(state) = handler.accept(listener, &peer) else {
+            core.stats.metrics.refused_total += 1;
             debug!(
                 "listener {} refused {}",
                 self.listeners[index].name,
@@ -350,6 +353,7 @@ impl Acceptor {
                 return;
             }
         };
+        core.stats.metrics.handled_total += 1;
         #[cfg(feature = "tls")]
         if let Some(config) = &self.listeners[index].tls {
             match super::tls::TlsSession::server(config.clone(), id.key) {

@@ -3,6 +3,7 @@
 //! Every limit has a number, a unit and a reason next to it, so a reader (or an operator
 //! turning a knob) knows what it protects against.
 
+use super::loop_metrics::LoopMetrics;
 use std::time::{Duration, Instant};
 
 /// Tunables of the loop. Every limit has a unit and a reason.
@@ -81,6 +82,8 @@ pub struct Stats {
     pub closed_over_budget: u64,
     /// When the loop was created.
     pub started: Instant,
+    /// Accepts refused and paused, closes by reason, and histograms of each iteration.
+    pub metrics: LoopMetrics,
 }
 
 impl Stats {
@@ -95,6 +98,7 @@ impl Stats {
             input_buffered: 0,
             closed_over_budget: 0,
             started,
+            metrics: LoopMetrics::default(),
         }
     }
 }

@@ -502,6 +502,7 @@ impl<H: Handler> ConnIo<'_, H> {
                         // again now would only return WouldBlock.
                         trace!(target: IO, "{} write {n} of {asked} in {count} pieces: partial, {} pending",
                             self.core.who(key), pending - n);
+                        self.core.stats.metrics.partial_writes_total += 1;
                         self.write_blocked(key);
                         return;
                     }
@@ -512,6 +513,7 @@ impl<H: Handler> ConnIo<'_, H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "{} write WouldBlock, {pending} pending", self.core.who(key));
+                    self.core.stats.metrics.partial_writes_total += 1;
                     self.write_blocked(key);
                     return;
                 }
@@ -598,6 +600,7 @@ impl<H: Handler> ConnIo<'_, H> {
                     if n < pending {
                         trace!(target: IO, "{} write {n} of {pending} (TLS): partial, {} pending",
                             self.core.who(key), pending - n);
+                        self.core.stats.metrics.partial_writes_total += 1;
                         self.write_blocked(key);
                         return;
                     }
@@ -606,6 +609,7 @@ impl<H: Handler> ConnIo<'_, H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(target: IO, "{} write WouldBlock, {pending} pending (TLS)", self.core.who(key));
+                    self.core.stats.metrics.partial_writes_total += 1;
                     self.write_blocked(key);
                     return;
                 }

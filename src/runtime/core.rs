@@ -420,6 +420,7 @@ impl<M> Core<M> {
         {
             Ok(()) => {
                 c.interest = want;
+                self.stats.metrics.interest_changes_total += 1;
                 trace!(target: IO, "{} interest {} -> {}", Who(key, &self.peers),
                     interest_name(before), interest_name(want));
             }

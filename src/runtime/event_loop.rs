@@ -39,6 +39,7 @@ use super::core::{Core, IO, LOOP_TIMER_OWNER};
 use super::handle::{Envelope, Handle};
 use super::handler::{with_conn, with_loop, ContextOf, Handler};
 use super::id::{CloseReason, ConnId, ListenerId};
+use super::loop_metrics::PollWait;
 use super::states::States;
 use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, UnixListener};
@@ -221,7 +222,7 @@ impl<H: Handler> EventLoop<H> {
             return Ok(false);
         }
         // 1. Timeout.
-        let timeout = self.poll_timeout(max_wait);
+        let (timeout, wait) = self.poll_timeout(max_wait);
         // 2. Poll.
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -231,7 +232,9 @@ impl<H: Handler> EventLoop<H> {
         self.core.now = Instant::now();
         // 3. Dispatch.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut dispatched = 0;
         for (i, event) in events.iter().enumerate() {
+            dispatched = i + 1;
             // A shutdown deadline is kept even inside a long batch (checked every 64 events:
             // a clock read is cheap, but not free).
             if i % 64 == 63 && self.core.past_shutdown_deadline() {
@@ -285,6 +288,11 @@ impl<H: Handler> EventLoop<H> {
         self.reap();
         self.core.stats.loop_iterations += 1;
         self.core.stats.input_buffered = self.core.budget.total();
+        let busy = Instant::now().saturating_duration_since(self.core.now);
+        self.core
+            .stats
+            .metrics
+            .iteration(dispatched, timeout, wait, busy);
         // 8. Shutdown progress.
         if self.core.shutting_down {
             let done = self.core.conns.is_empty() && !self.handler.has_pending_work();
@@ -315,9 +323,10 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+    /// Phase 1: how long `poll` may wait, and why.
+    fn poll_timeout(&self, max_wait: Option<Duration>) -> (Option<Duration>, PollWait) {
         if !self.core.read_list.is_empty() || !self.core.flush_list.is_empty() {
-            return Some(Duration::ZERO);
+            return (Some(Duration::ZERO), PollWait::Deferred);
         }
         let deadline = [
             self.core.timers.next_deadline(),
@@ -329,8 +338,10 @@ impl<H: Handler> EventLoop<H> {
         .min();
         let until = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         match (until, max_wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) if b < a => (Some(b), PollWait::Host),
+            (Some(a), _) => (Some(a), PollWait::Deadline),
+            (None, Some(b)) => (Some(b), PollWait::Host),
+            (None, None) => (None, PollWait::Forever),
         }
     }
 
@@ -431,6 +442,7 @@ impl<H: Handler> EventLoop<H> {
                     continue;
                 };
                 freed = true;
+                self.core.stats.metrics.closed(why);
                 match c.listener_id() {
                     Some(l) => self.core.stats.open[l.0 as usize] -= 1,
                     None => self.core.stats.open_outgoing -= 1,

@@ -351,6 +351,12 @@ impl<'a, S, M> Context<'a, S, M> {
         &self.core.stats
     }
 
+    /// The connections' phases, queues and interest right now, and the timers armed: a walk
+    /// over every connection, so for a scrape or a watcher, not for every message.
+    pub fn census(&self) -> super::loop_metrics::Census {
+        super::loop_metrics::census(&self.core.conns, self.core.timers.len())
+    }
+
     /// The time the loop read before dispatching this batch of events.
     pub fn now(&self) -> Instant {
         self.core.now

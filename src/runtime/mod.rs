@@ -20,6 +20,7 @@ pub mod event_loop;
 mod handle;
 pub mod handler;
 mod id;
+pub mod loop_metrics;
 pub mod out_queue;
 mod socket;
 mod states;
@@ -36,6 +37,7 @@ pub use self::event_loop::EventLoop;
 pub use self::handle::Handle;
 pub use self::handler::{Context, ContextOf, Handler};
 pub use self::id::{CloseReason, ConnId, ListenerId};
+pub use self::loop_metrics::{Census, LoopMetrics};
 pub use self::out_queue::Chunk;
 pub use self::socket::Socket;
 

@@ -7,6 +7,7 @@
 //! - `ws.rs` (feature `websocket`): `/ws` broadcast and `/echo`.
 //! - `redis_relay.rs` (feature `redis`): broadcasts relayed to and from other processes.
 //! - `stats.rs`: `/stats` from plain figures, and the memory workers share them through.
+//! - `metrics.rs`: `/metrics`, the same figures and the loop's own as Prometheus families.
 //!
 //! `Server` (this file) is the `Handler` the loop calls. It knows which listener speaks which
 //! protocol, keeps one `Conn` enum per connection (which service owns it, and that service's
@@ -19,6 +20,7 @@ mod hello;
 #[cfg(feature = "http")]
 pub mod http;
 mod line;
+pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis_relay;
 pub mod stats;
@@ -232,8 +234,15 @@ impl Server {
             closed_over_budget: s.closed_over_budget,
             log_dropped: crate::logging::dropped(),
             uptime_s: s.started.elapsed().as_secs_f64(),
+            open_outgoing: s.open_outgoing as u64,
+            loop_metrics: s.metrics.clone(),
+            census: cx.census(),
             ..Snapshot::default()
         };
+        #[cfg(feature = "websocket")]
+        {
+            snapshot.ws_slow_consumers = self.ws.slow_consumers();
+        }
         #[cfg(feature = "http")]
         {
             let tasks = self.http.task_counters();
@@ -241,6 +250,7 @@ impl Server {
             snapshot.tasks_in_flight = tasks.in_flight();
             snapshot.tasks_done = tasks.done;
             snapshot.tasks_failed = tasks.failed;
+            snapshot.tasks_unfinished = self.http.unfinished_tasks();
         }
         #[cfg(feature = "redis")]
         {
@@ -249,6 +259,8 @@ impl Server {
                 published: r.published,
                 received: r.received,
                 unrelayed: r.unrelayed,
+                in_flight: r.in_flight(),
+                links: r.link_states(),
             });
         }
         snapshot
@@ -279,6 +291,11 @@ impl Server {
             };
             let response = match delegated {
                 Delegated::Stats { all } => self.stats_response(cx, all),
+                Delegated::Metrics { all } => Response::new(
+                    200,
+                    crate::codec::prometheus::CONTENT_TYPE,
+                    metrics::text(&self.snapshot(cx), all),
+                ),
                 #[cfg(feature = "websocket")]
                 Delegated::WebSocket(head) => match self.ws.upgrade(cx, &head) {
                     Ok(ws) => {

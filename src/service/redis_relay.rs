@@ -603,6 +603,22 @@ impl RedisRelay {
         }
     }
 
+    /// Where each link is, as an index into `LINK_STATES`: the subscriber's, then the
+    /// publisher's (the order of `LINKS`).
+    pub fn link_states(&self) -> [usize; 2] {
+        [Role::Subscriber, Role::Publisher].map(|role| match self.links[role.index()].state {
+            State::Down => 0,
+            State::Connecting(_) => 1,
+            State::Subscribing(..) => 2,
+            State::Up(_) => 3,
+        })
+    }
+
+    /// `PUBLISH`es sent and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
     /// The relay's counters for `/stats`.
     pub fn counters(&self) -> RelayCounters {
         RelayCounters {
@@ -613,6 +629,11 @@ impl RedisRelay {
         }
     }
 }
+
+/// The two links, in the order of `RedisRelay::link_states`.
+pub const LINKS: [&str; 2] = ["subscriber", "publisher"];
+/// A link's states, as `RedisRelay::link_states` numbers them.
+pub const LINK_STATES: [&str; 4] = ["down", "connecting", "subscribing", "up"];
 
 /// The relay's counters, for `/stats`.
 #[derive(Debug, Clone, Copy, Default)]

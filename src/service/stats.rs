@@ -9,6 +9,7 @@
 //! no system call and no disk: nothing blocks the loop. A worker that exits has its slot cleared
 //! by the supervisor, so its counters leave the sum (totals are since each live worker started).
 
+use crate::runtime::{Census, LoopMetrics};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,10 @@ pub struct RelayFigures {
     pub received: u64,
     /// Messages that could not be relayed.
     pub unrelayed: u64,
+    /// `PUBLISH`es sent and not yet answered.
+    pub in_flight: u64,
+    /// Each link's state (subscriber, publisher), as indices into the relay's `LINK_STATES`.
+    pub links: [usize; 2],
 }
 
 /// Everything `/stats` reports about this process, as plain numbers.
@@ -79,6 +84,16 @@ pub struct Snapshot {
     pub uptime_s: f64,
     /// The Redis relay, with `--redis`.
     pub relay: Option<RelayFigures>,
+    /// Outgoing connections open (the Redis links).
+    pub open_outgoing: u64,
+    /// The loop's accept, close, write and iteration figures (for `/metrics`).
+    pub loop_metrics: LoopMetrics,
+    /// The connections' phases and queues, counted when the snapshot was taken.
+    pub census: Census,
+    /// Upload tasks not finished, by state (queued, running, sealed), with `http`.
+    pub tasks_unfinished: [u64; 3],
+    /// `/ws` clients cut off as slow consumers (close 1008).
+    pub ws_slow_consumers: u64,
 }
 
 /// The `GET /stats` body of this process.
@@ -118,9 +133,15 @@ pub fn json(s: &Snapshot) -> String {
     out
 }
 
-/// 64-bit words per worker slot: 24 (192 bytes, three cache lines), of which 17 are used
+/// 64-bit words of a slot for `/stats`: 24 (192 bytes, three cache lines), of which 17 are used
 /// (indices below) and the rest are room for more counters.
-const SLOT_WORDS: usize = 24;
+const STATS_WORDS: usize = 24;
+/// 64-bit words of a slot for the worker's `/metrics` series, flattened (`service::metrics`):
+/// 256 (2 KiB), room for the ~170 words every family takes today with every feature on.
+pub const METRIC_WORDS: usize = 256;
+/// 64-bit words per worker slot: the `/stats` words, then the `/metrics` words.
+const SLOT_WORDS: usize = STATS_WORDS + METRIC_WORDS;
+const W_METRICS: usize = STATS_WORDS;
 const W_PID: usize = 0;
 const W_PUBLISHED_MS: usize = 1;
 const W_STARTED_MS: usize = 2;
@@ -302,6 +323,52 @@ pub fn publish(s: &Snapshot) {
     set(W_LOG_DROPPED, s.log_dropped);
     set(W_PID, u64::from(std::process::id()));
     set(W_PUBLISHED_MS, unix_ms());
+}
+
+/// Writes this worker's `/metrics` series, flattened, into its slot (nothing outside a worker;
+/// words past `METRIC_WORDS` are dropped).
+pub fn publish_metric_words(words: &[u64]) {
+    let Some((index, stats)) = WORKER.get() else {
+        return;
+    };
+    let slot = &stats.slot(*index)[W_METRICS..];
+    for (w, &v) in slot.iter().zip(words) {
+        w.store(v, Ordering::Relaxed);
+    }
+}
+
+/// One live worker's `/metrics` words, as `workers_metric_words` reads them.
+#[derive(Debug, Clone)]
+pub struct WorkerWords {
+    /// The worker's index (its slot).
+    pub index: usize,
+    /// How many times the supervisor restarted this slot's worker.
+    pub restarts: u64,
+    /// Its flattened `/metrics` series (`METRIC_WORDS` of them).
+    pub words: Vec<u64>,
+}
+
+/// In a worker: this worker's index, the number of slots, and every live worker's `/metrics`
+/// words. `None` outside a worker.
+pub fn workers_metric_words() -> Option<(usize, usize, Vec<WorkerWords>)> {
+    let (me, stats) = WORKER.get()?;
+    let live = (0..stats.slots())
+        .filter(|&i| stats.get(i, W_PID) != 0)
+        .map(|i| WorkerWords {
+            index: i,
+            restarts: stats.get(i, W_RESTARTS),
+            words: stats.slot(i)[W_METRICS..]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect(),
+        })
+        .collect();
+    Some((*me, stats.slots(), live))
+}
+
+/// This worker's index, `None` outside a worker.
+pub fn worker_index() -> Option<usize> {
+    WORKER.get().map(|(i, _)| *i)
 }
 
 /// `GET /stats?all=1` in a worker: every live worker's counters summed, and each worker's own

@@ -76,6 +76,8 @@ pub struct WsService {
     clients: Slab<ConnId>,
     /// Open WebSocket connections on any path.
     open: usize,
+    /// `/ws` clients cut off as slow consumers (close 1008) since start.
+    slow_consumers: u64,
 }
 
 impl WsService {
@@ -89,12 +91,18 @@ impl WsService {
             allowed_origins: web.allowed_origins.clone(),
             clients: Slab::new(),
             open: 0,
+            slow_consumers: 0,
         }
     }
 
     /// Open WebSocket connections (any endpoint).
     pub fn open(&self) -> usize {
         self.open
+    }
+
+    /// `/ws` clients cut off as slow consumers since start.
+    pub fn slow_consumers(&self) -> u64 {
+        self.slow_consumers
     }
 
     /// Judges an upgrade request for `/ws` or `/echo`. On success the `101` is queued and the
@@ -250,6 +258,7 @@ impl WsService {
         if let Some(member) = ws.member.take() {
             self.clients.remove(member);
         }
+        self.slow_consumers += 1;
         close(cx, &mut ws.phase, Some(CloseCode::POLICY), "too slow");
     }
 

@@ -9,8 +9,8 @@
 //! (the task threads), `upload_dir.rs` (the upload dir's layout and locks), `recovery.rs`
 //! (what a crashed run left, settled at start-up).
 //!
-//! The routing table is here, whole. Two routes are answered by the dispatcher because their
-//! answer needs another service: `/stats` (every service's counters) and the WebSocket
+//! The routing table is here, whole. Some routes are answered by the dispatcher because their
+//! answer needs another service: `/stats` and `/metrics` (every service's counters) and the WebSocket
 //! endpoints (`/ws`, `/echo`: the connection becomes a WebSocket). For those `on_data` stops
 //! with `Progress::Delegate`; the dispatcher answers through `answer` or takes the connection
 //! over, and calls `on_data` again with the rest of the bytes.
@@ -101,6 +101,11 @@ pub enum Delegated {
         /// `?all=1` was asked.
         all: bool,
     },
+    /// `GET /metrics` (`?all=1`: every worker summed, and each one's own).
+    Metrics {
+        /// `?all=1` was asked.
+        all: bool,
+    },
     /// `GET /ws` or `/echo` (an upgrade, or a request the WebSocket service refuses).
     WebSocket(Box<RequestHead>),
 }
@@ -129,6 +134,9 @@ enum Route {
     Respond(Response),
     Upload(Start),
     Stats {
+        all: bool,
+    },
+    Metrics {
         all: bool,
     },
     #[cfg(feature = "websocket")]
@@ -161,6 +169,11 @@ impl HttpService {
     /// Task counts since start.
     pub fn task_counters(&self) -> TaskCounters {
         self.uploads.counters()
+    }
+
+    /// Upload tasks not finished yet, by state: queued, running, sealed.
+    pub fn unfinished_tasks(&self) -> [u64; 3] {
+        self.uploads.unfinished()
     }
 
     /// A task thread's report. When it is the verdict an upload's answer waits for, that
@@ -329,6 +342,7 @@ impl HttpService {
                 None
             }
             Route::Stats { all } => Some(Delegated::Stats { all }),
+            Route::Metrics { all } => Some(Delegated::Metrics { all }),
             #[cfg(feature = "websocket")]
             Route::WebSocket => Some(Delegated::WebSocket(head)),
         };
@@ -379,7 +393,13 @@ impl HttpService {
                     all: all.as_deref() == Some("1"),
                 }
             }
-            "/" | "/healthz" | "/stats" => {
+            "/metrics" if get => {
+                let all = head.query.as_deref().and_then(|q| query_param(q, "all"));
+                Route::Metrics {
+                    all: all.as_deref() == Some("1"),
+                }
+            }
+            "/" | "/healthz" | "/stats" | "/metrics" => {
                 respond(Response::text(405, "method not allowed").header("Allow", "GET, HEAD"))
             }
             "/upload-file" if head.method == Method::Post => {

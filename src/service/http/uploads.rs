@@ -128,6 +128,20 @@ impl Tasks {
         }
     }
 
+    /// Tasks of this run not finished yet, by state: queued, running, sealed.
+    fn unfinished(&self) -> [u64; 3] {
+        let mut by_state = [0; 3];
+        for (status, _) in self.status.values() {
+            match status {
+                TaskStatus::Queued => by_state[0] += 1,
+                TaskStatus::Running => by_state[1] += 1,
+                TaskStatus::Sealed { .. } => by_state[2] += 1,
+                _ => {}
+            }
+        }
+        by_state
+    }
+
     fn status(&self, task: TaskId) -> Option<&TaskStatus> {
         self.status.get(&task).map(|(status, _)| status)
     }
@@ -226,6 +240,12 @@ impl Uploads {
     /// Task counts since start.
     pub fn counters(&self) -> TaskCounters {
         self.tasks.counters
+    }
+
+    /// Tasks not finished yet, by state: queued, running, sealed (a walk over the tasks kept,
+    /// for `/metrics`).
+    pub fn unfinished(&self) -> [u64; 3] {
+        self.tasks.unfinished()
     }
 
     /// Wake connection `id` when `task`'s verdict comes.
