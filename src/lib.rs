@@ -86,6 +86,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod log_capture;
 pub mod logging;
 pub mod runtime;
 pub mod service;

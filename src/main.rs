@@ -46,6 +46,7 @@ serve options:
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
   --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
   --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
+  --inspect                  serve GET /loop, a live page of the loop (loopback --http only) [off]
   --tls-cert FILE --tls-key FILE  HTTPS and WSS on the HTTP listener (PEM: chain, key) [off]
   --line-tls                 TLS on the line listener too (same certificate)
   --redis redis://IP:PORT[/db]  relay /ws and line broadcasts through Redis pub/sub [off]
@@ -80,7 +81,8 @@ const EXIT_LOG_FLUSH: Duration = Duration::from_secs(2);
 /// logs (the loop's) never waits for stderr: when stderr is not read, records are dropped and
 /// counted, and one warning says how many once it is read again. A worker of
 /// `serve --workers N` tags its lines with its index (they share stderr). Returns the sink, or
-/// `None` when its thread could not start (then env_logger writes to stderr itself).
+/// `None` when its thread could not start (then env_logger writes to stderr itself). The logger
+/// is wrapped in `readyloop::log_capture::Capturing`, which does nothing until `/loop` is watched.
 fn init_logging() -> Option<&'static logging::LogSink> {
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
@@ -110,7 +112,11 @@ fn init_logging() -> Option<&'static logging::LogSink> {
     if let Some(sink) = sink {
         logger.target(env_logger::Target::Pipe(Box::new(sink.writer())));
     }
-    logger.init();
+    // Wrapped so the `/loop` page (`--inspect`) can sample the trace log while someone
+    // watches; until then the level is exactly what RUST_LOG says.
+    let logger = logger.build();
+    let max = logger.filter();
+    let _ = readyloop::log_capture::Capturing::new(Box::new(logger), max).install();
     sink
 }
 
@@ -267,6 +273,7 @@ fn serve(
             Long("ws-max-pending") => cfg.web.ws_max_pending = number(parser, f)?,
             Long("broadcast-format") => cfg.web.broadcast_format = text(parser, f)?,
             Long("allowed-origin") => cfg.web.allowed_origins.push(text(parser, f)?),
+            Long("inspect") => cfg.web.inspect = true,
             #[cfg(feature = "tls")]
             Long("tls-cert") => tls_cert = Some(text(parser, f)?.into()),
             #[cfg(feature = "tls")]

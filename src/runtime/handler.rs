@@ -357,6 +357,12 @@ impl<'a, S, M> Context<'a, S, M> {
         super::loop_metrics::census(&self.core.conns, self.core.timers.len())
     }
 
+    /// The connections in slab keys below `below` and what each is doing, into `out`: for a
+    /// watcher's picture of the slab, bounded by `below`.
+    pub fn looks(&self, below: usize, out: &mut Vec<(ConnId, super::loop_metrics::Look)>) {
+        super::loop_metrics::looks(&self.core.conns, below, out);
+    }
+
     /// The time the loop read before dispatching this batch of events.
     pub fn now(&self) -> Instant {
         self.core.now

@@ -10,7 +10,7 @@
 //! `census` walks the slab when someone asks, which costs the asker, not the loop's other work.
 
 use super::connection::{flags, Connection, Phase, WRITABLE};
-use super::id::CloseReason;
+use super::id::{CloseReason, ConnId};
 use slab::Slab;
 use std::time::Duration;
 
@@ -238,6 +238,76 @@ pub(crate) fn census(conns: &Slab<Connection>, timers: usize) -> Census {
         c.inbuf_bytes += conn.inbuf_len() as u64;
     }
     c
+}
+
+/// What one connection is doing, as the `/loop` page colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// An outgoing `connect` in progress.
+    Connecting,
+    /// Open and read when data comes (its queue, if any, is being written).
+    Reading,
+    /// Open, but not read: backpressure or the handler paused it.
+    ReadPaused,
+    /// The socket refused output: WRITABLE armed, the queue waits.
+    WriteBlocked,
+    /// Closing: flushing what is queued before the close.
+    Closing,
+    /// FIN sent, waiting for the peer's.
+    Lingering,
+    /// Marked closed, to be reaped at the end of this iteration.
+    Closed,
+}
+
+impl Look {
+    /// Every look, in the order of their codes.
+    pub const ALL: [Look; 7] = [
+        Look::Connecting,
+        Look::Reading,
+        Look::ReadPaused,
+        Look::WriteBlocked,
+        Look::Closing,
+        Look::Lingering,
+        Look::Closed,
+    ];
+
+    /// Its name, as the page's legend says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Look::Connecting => "connecting",
+            Look::Reading => "reading",
+            Look::ReadPaused => "read paused",
+            Look::WriteBlocked => "write blocked",
+            Look::Closing => "closing",
+            Look::Lingering => "lingering",
+            Look::Closed => "closed",
+        }
+    }
+
+    fn of(c: &Connection) -> Look {
+        match c.phase {
+            Phase::Connecting => Look::Connecting,
+            Phase::Closing => Look::Closing,
+            Phase::Lingering => Look::Lingering,
+            Phase::Closed => Look::Closed,
+            Phase::Open if c.has(flags::WRITE_BLOCKED) => Look::WriteBlocked,
+            Phase::Open if c.paused() => Look::ReadPaused,
+            Phase::Open => Look::Reading,
+        }
+    }
+}
+
+/// The connections in slab keys below `below`, with what each is doing, into `out` (cleared
+/// first): for the `/loop` page's slab strip, bounded by `below`.
+pub(crate) fn looks(conns: &Slab<Connection>, below: usize, out: &mut Vec<(ConnId, Look)>) {
+    out.clear();
+    for (key, c) in conns {
+        if key >= below {
+            // Slab iteration is in key order: nothing further is below.
+            break;
+        }
+        out.push((ConnId { key, gen: c.gen }, Look::of(c)));
+    }
 }
 
 #[cfg(test)]

@@ -159,6 +159,23 @@ impl ServeConfig {
             std::fs::File::create(&probe).map_err(fail)?;
             std::fs::remove_file(&probe).map_err(fail)?;
         }
+        if self.web.inspect {
+            // The page shows every connection's state and the trace log: not for the world.
+            match &self.http {
+                None => return Err("--inspect needs the HTTP listener (--http ADDR)".into()),
+                Some(Addr::Ip(a)) if !a.ip().is_loopback() => {
+                    return Err(format!(
+                        "--inspect shows the loop's internals: give it a loopback --http address, not {a}"
+                    ))
+                }
+                Some(_) => {}
+            }
+            if !cfg!(feature = "websocket") {
+                return Err(
+                    "--inspect: this readyloop was built without the `websocket` feature".into(),
+                );
+            }
+        }
         #[cfg(feature = "tls")]
         if self.line_tls && self.tls.is_none() {
             return Err("--line-tls needs --tls-cert FILE and --tls-key FILE".into());
@@ -224,6 +241,9 @@ pub struct WebConfig {
     pub broadcast_format: String,
     /// Allowed `Origin` values for WebSocket upgrades (empty: any).
     pub allowed_origins: Vec<String>,
+    /// Serve the live page of the loop, `GET /loop` and its feed `/loop/ws` (`--inspect`;
+    /// off: they are `404`). It shows internals, so it needs a loopback HTTP listener.
+    pub inspect: bool,
 }
 
 impl Default for WebConfig {
@@ -241,6 +261,7 @@ impl Default for WebConfig {
             ws_max_pending: 4 << 20,
             broadcast_format: "📢 새로운 알림: {}".to_string(),
             allowed_origins: Vec::new(),
+            inspect: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `redis_relay.rs` (feature `redis`): broadcasts relayed to and from other processes.
 //! - `stats.rs`: `/stats` from plain figures, and the memory workers share them through.
 //! - `metrics.rs`: `/metrics`, the same figures and the loop's own as Prometheus families.
+//! - `inspect.rs` (feature `websocket`, `--inspect`): the frames of the live `/loop` page.
 //!
 //! `Server` (this file) is the `Handler` the loop calls. It knows which listener speaks which
 //! protocol, keeps one `Conn` enum per connection (which service owns it, and that service's
@@ -19,6 +20,8 @@ pub mod config;
 mod hello;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "websocket")]
+pub mod inspect;
 mod line;
 pub mod metrics;
 #[cfg(feature = "redis")]
@@ -31,12 +34,14 @@ pub use self::config::{LineMode, Protocol, ServeConfig, WebConfig};
 use self::hello::Hello;
 #[cfg(feature = "http")]
 use self::http::{Delegated, HttpConn, HttpService, Progress, TaskUpdate, UploadStore};
+#[cfg(feature = "websocket")]
+use self::inspect::Inspector;
 use self::line::{LineConn, LineService};
 #[cfg(feature = "redis")]
 use self::redis_relay::{Group, RedisRelay, Role};
 use self::stats::{Connections, Snapshot};
 #[cfg(feature = "websocket")]
-use self::ws::{WsConn, WsService};
+use self::ws::{Endpoint, WsConn, WsService};
 #[cfg(feature = "http")]
 use crate::codec::http::Response;
 use crate::runtime::{Addr, CloseReason, ConnId, ContextOf, EventLoop, Handler, ListenerId};
@@ -97,6 +102,9 @@ pub struct Server {
     http: HttpService,
     #[cfg(feature = "websocket")]
     ws: WsService,
+    /// The watchers of `/loop/ws` (`--inspect`).
+    #[cfg(feature = "websocket")]
+    inspector: Inspector,
     /// With `--redis`.
     #[cfg(feature = "redis")]
     redis: Option<RedisRelay>,
@@ -113,6 +121,8 @@ impl Server {
             http: HttpService::new(&config.web, None),
             #[cfg(feature = "websocket")]
             ws: WsService::new(&config.web),
+            #[cfg(feature = "websocket")]
+            inspector: Inspector::new(),
             #[cfg(feature = "redis")]
             redis: config.redis.clone().map(RedisRelay::new),
         }
@@ -274,6 +284,39 @@ impl Server {
         Response::json(200, summed.unwrap_or_else(|| stats::json(&snapshot)))
     }
 
+    /// The inspector's frame timer: draw the slab strip, make the frame, send it to every
+    /// watcher that can take it.
+    #[cfg(feature = "websocket")]
+    fn inspect_frame(&mut self, cx: &mut Cx<'_>) {
+        let snapshot = self.snapshot(cx);
+        let mut looks = Vec::new();
+        cx.looks(inspect::STRIP_KEYS, &mut looks);
+        let mut strip = String::with_capacity(inspect::STRIP_KEYS);
+        for (id, look) in looks {
+            while strip.len() < id.key() {
+                strip.push('.');
+            }
+            // Indices into `inspect::STRIP_PROTOCOLS`.
+            let protocol = match cx.state_of(id) {
+                Some(Conn::Http(_)) => 0,
+                Some(Conn::Ws(ws)) if ws.endpoint() == Endpoint::Inspect => 5,
+                Some(Conn::Ws(_)) => 1,
+                Some(Conn::Line(_)) => 2,
+                Some(Conn::Hello) => 3,
+                _ => 4,
+            };
+            strip.push(inspect::strip_code(protocol, look));
+        }
+        let Some(frame) = self.inspector.tick(cx, &snapshot, &strip) else {
+            return;
+        };
+        self.inspector.send(
+            cx,
+            &frame,
+            |cx, id| matches!(cx.state_of(id), Some(Conn::Ws(ws)) if ws.is_open()),
+        );
+    }
+
     /// HTTP bytes: requests answered by the HTTP service, `/stats` and upgrades answered here.
     #[cfg(feature = "http")]
     fn http_data(&mut self, cx: &mut Cx<'_>, conn: &mut Conn, data: &mut [u8]) -> usize {
@@ -297,8 +340,16 @@ impl Server {
                     metrics::text(&self.snapshot(cx), all),
                 ),
                 #[cfg(feature = "websocket")]
+                Delegated::WebSocket(head) if head.path == "/loop/ws" && self.inspector.full() => {
+                    Response::text(503, "too many watchers").header("Retry-After", "1")
+                }
+                #[cfg(feature = "websocket")]
                 Delegated::WebSocket(head) => match self.ws.upgrade(cx, &head) {
                     Ok(ws) => {
+                        if ws.endpoint() == Endpoint::Inspect {
+                            let id = cx.id();
+                            self.inspector.join(cx, id);
+                        }
                         *conn = Conn::Ws(ws);
                         // What followed the head is already WebSocket frames.
                         return used + self.on_data(cx, conn, &mut data[used..]);
@@ -464,7 +515,10 @@ impl Handler for Server {
             #[cfg(feature = "http")]
             Conn::Http(http) => self.http.on_close(id, http, why),
             #[cfg(feature = "websocket")]
-            Conn::Ws(ws) => self.ws.on_close(id, &ws, why),
+            Conn::Ws(ws) => {
+                self.inspector.leave(id);
+                self.ws.on_close(id, &ws, why)
+            }
             #[cfg(feature = "redis")]
             Conn::Redis(role) => {
                 if let Some(redis) = self.redis.as_mut() {
@@ -474,8 +528,14 @@ impl Handler for Server {
         }
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "websocket"))]
     fn on_loop_timer(&mut self, cx: &mut Cx<'_>, tag: u32) {
+        #[cfg(feature = "websocket")]
+        if tag == inspect::TIMER_TAG {
+            self.inspect_frame(cx);
+            return;
+        }
+        #[cfg(feature = "redis")]
         if let Some(redis) = self.redis.as_mut() {
             redis.on_loop_timer(cx, tag);
         }

@@ -11,6 +11,8 @@
 //!   more than `--ws-max-pending` bytes (judged when a flush comes up short, not while a burst
 //!   is being queued for everyone) is cut off with close 1008 instead of slowing anyone.
 //! - `/echo`: every message goes back as it came, text as text, binary as binary.
+//! - `/loop/ws` (`--inspect`): a watcher of the loop; the dispatcher hands it to
+//!   `service::inspect`, which sends it frames. What it sends is read and ignored.
 //! - Pings get pongs; idle clients are pinged every `--ws-ping` and dropped if the next ping
 //!   finds the previous one unanswered; a close is answered with a close, then the TCP
 //!   connection is closed after the flush (the loop's lingering close bounds the wait).
@@ -41,6 +43,8 @@ pub enum Endpoint {
     Broadcast,
     /// `/echo`: messages come back unchanged.
     Echo,
+    /// `/loop/ws`: the inspector's frames go out; messages in are ignored.
+    Inspect,
 }
 
 /// Where a WebSocket connection is in its life.
@@ -62,6 +66,18 @@ pub struct WsConn {
     phase: Phase,
     /// Its key in `WsService::clients` while it receives broadcasts.
     member: Option<usize>,
+}
+
+impl WsConn {
+    /// The endpoint it upgraded on.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// False once our close frame is queued (nothing more may be sent).
+    pub fn is_open(&self) -> bool {
+        self.phase != Phase::Closing
+    }
 }
 
 /// The WebSocket service: settings and the `/ws` audience.
@@ -115,6 +131,7 @@ impl WsService {
         let id = cx.id();
         let endpoint = match head.path.as_str() {
             "/ws" => Endpoint::Broadcast,
+            "/loop/ws" => Endpoint::Inspect,
             _ => Endpoint::Echo,
         };
         let key = handshake::check_upgrade(head)
@@ -141,6 +158,10 @@ impl WsService {
             }
             Endpoint::Echo => {
                 debug!(target: LOG, "conn {id}: WebSocket connected to /echo");
+                None
+            }
+            Endpoint::Inspect => {
+                info!(target: LOG, "conn {id}: watching the loop (/loop/ws)");
                 None
             }
         };
@@ -201,6 +222,7 @@ impl WsService {
                 (Message::Binary(bytes), Endpoint::Echo) => {
                     cx.send(id, frame(OpCode::Binary, bytes));
                 }
+                (Message::Text(_) | Message::Binary(_), Endpoint::Inspect) => {}
                 (Message::Ping(payload), _) => {
                     cx.send(id, frame(OpCode::Pong, payload));
                 }

@@ -44,6 +44,10 @@ const MIN_BODY_PROGRESS: usize = 1024;
 
 /// The chat page served at `GET /`.
 const CHAT_PAGE: &[u8] = include_bytes!("chat.html");
+/// The live page of the loop served at `GET /loop` with `--inspect` (fed by `/loop/ws`, see
+/// `service::inspect`).
+#[cfg(feature = "websocket")]
+const LOOP_PAGE: &[u8] = include_bytes!("loop.html");
 
 /// An HTTP connection's state: `None` between requests, the request in progress otherwise.
 pub type HttpConn = Option<Box<Exchange>>;
@@ -149,6 +153,8 @@ pub struct HttpService {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     uploads: Uploads,
+    /// `--inspect`: `/loop` and `/loop/ws` are served.
+    inspect: bool,
 }
 
 impl HttpService {
@@ -163,6 +169,7 @@ impl HttpService {
             header_timeout: web.header_timeout,
             keepalive_timeout: web.keepalive_timeout,
             uploads: Uploads::new(store, web.max_uploads),
+            inspect: web.inspect,
         }
     }
 
@@ -410,6 +417,12 @@ impl HttpService {
             }
             #[cfg(feature = "websocket")]
             "/ws" | "/echo" => Route::WebSocket,
+            #[cfg(feature = "websocket")]
+            "/loop/ws" if self.inspect => Route::WebSocket,
+            #[cfg(feature = "websocket")]
+            "/loop" if get && self.inspect => {
+                respond(Response::new(200, "text/html; charset=utf-8", LOOP_PAGE))
+            }
             _ => match path.strip_prefix("/tasks/") {
                 Some(task) if get => {
                     let json = task
