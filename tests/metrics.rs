@@ -514,3 +514,37 @@ fn a_real_prometheus_scrapes_us() {
         thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn running_out_of_descriptors_shows_as_paused_accepts() {
+    let server = support::Server::start_with(
+        &[],
+        support::Options {
+            nofile: Some(64),
+            ..support::Options::default()
+        },
+    );
+    // The scraping connection first, while there are descriptors for it.
+    let mut c = Client::connect(server.http());
+    let before = scrape(&mut c);
+    assert_eq!(before.get("readyloop_accept_paused_total"), 0.0);
+    // More clients than the server has descriptors: the kernel completes their handshakes into
+    // the backlog, the server accepts until EMFILE and pauses.
+    let clients: Vec<TcpStream> = (0..100).map(|_| connect(server.line())).collect();
+    let during = scrape_until(&mut c, |s| s.get("readyloop_accept_paused_total") >= 1.0);
+    let s = during.last().unwrap();
+    let open = s.get("readyloop_connections{protocol=\"line\"}");
+    assert!((1.0..100.0).contains(&open), "{open} line connections");
+    // Every socket accept() returned became a connection; the others wait in the backlog.
+    assert_eq!(
+        s.get("readyloop_accepts_total"),
+        s.get("readyloop_handled_total")
+    );
+    assert_eq!(s.get("readyloop_accept_errors_total"), 0.0);
+    drop(clients);
+    // Descriptors free again: everything that waited is accepted and closed in turn.
+    scrape_until(&mut c, |s| {
+        s.get("readyloop_accepts_total") - before.get("readyloop_accepts_total") == 100.0
+            && s.get("readyloop_connections{protocol=\"line\"}") == 0.0
+    });
+}

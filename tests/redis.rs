@@ -391,12 +391,27 @@ fn redis_restart_keeps_local_delivery_and_resumes_cross_process_delivery() {
     );
     let a = servers[0].http();
     assert_eq!(stat(a, "redis_unrelayed"), "1", "{}", stats(a));
+    // /metrics says the same, and where each link is.
+    let m = get_body(a, "/metrics");
+    assert!(m.contains("\nreadyloop_redis_connected 0\n"), "{m}");
+    assert!(m.contains("\nreadyloop_redis_unrelayed_total 1\n"), "{m}");
+    for link in ["subscriber", "publisher"] {
+        let up = format!("readyloop_redis_link_state{{link=\"{link}\",state=\"up\"}} 0\n");
+        assert!(m.contains(&up), "{link} is not up: {m}");
+    }
 
     redis.spawn();
     wait_connected(&servers, true);
     b1.send(Message::text("after")).unwrap();
     for (who, ws) in [("a1", &mut a1), ("a2", &mut a2), ("b1", &mut b1)] {
         assert_exactly_once(who, &ws_collect(ws, 1), &[text("after")]);
+    }
+    let m = get_body(a, "/metrics");
+    assert!(m.contains("\nreadyloop_redis_connected 1\n"), "{m}");
+    assert!(m.contains("\nreadyloop_redis_received_total 1\n"), "{m}");
+    for link in ["subscriber", "publisher"] {
+        let up = format!("readyloop_redis_link_state{{link=\"{link}\",state=\"up\"}} 1\n");
+        assert!(m.contains(&up), "{link} is not up: {m}");
     }
     let log = servers[0].stderr_text();
     assert!(log.contains("link down"), "the outage is logged:\n{log}");
