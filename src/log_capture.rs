@@ -71,7 +71,9 @@ impl Capturing {
     /// Installs this as the global logger with `inner_max` as the level.
     pub fn install(self) -> Result<(), log::SetLoggerError> {
         let max = self.inner_max;
-        log::set_boxed_logger(Box::new(self))?;
+        // Leaked: the global logger lives as long as the process (what `set_boxed_logger` does,
+        // without needing log's `std` feature).
+        log::set_logger(Box::leak(Box::new(self)))?;
         log::set_max_level(max);
         let _ = SHARED.inner_max.set(max);
         SHARED.installed.store(true, Ordering::Release);

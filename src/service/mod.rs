@@ -530,14 +530,17 @@ impl Handler for Server {
 
     #[cfg(any(feature = "redis", feature = "websocket"))]
     fn on_loop_timer(&mut self, cx: &mut Cx<'_>, tag: u32) {
-        #[cfg(feature = "websocket")]
-        if tag == inspect::TIMER_TAG {
-            self.inspect_frame(cx);
-            return;
-        }
-        #[cfg(feature = "redis")]
-        if let Some(redis) = self.redis.as_mut() {
-            redis.on_loop_timer(cx, tag);
+        match tag {
+            #[cfg(feature = "websocket")]
+            inspect::TIMER_TAG => self.inspect_frame(cx),
+            #[cfg(feature = "redis")]
+            _ => {
+                if let Some(redis) = self.redis.as_mut() {
+                    redis.on_loop_timer(cx, tag);
+                }
+            }
+            #[cfg(not(feature = "redis"))]
+            _ => {}
         }
     }
 

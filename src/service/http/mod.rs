@@ -154,6 +154,7 @@ pub struct HttpService {
     keepalive_timeout: Duration,
     uploads: Uploads,
     /// `--inspect`: `/loop` and `/loop/ws` are served.
+    #[cfg(feature = "websocket")]
     inspect: bool,
 }
 
@@ -169,6 +170,7 @@ impl HttpService {
             header_timeout: web.header_timeout,
             keepalive_timeout: web.keepalive_timeout,
             uploads: Uploads::new(store, web.max_uploads),
+            #[cfg(feature = "websocket")]
             inspect: web.inspect,
         }
     }
