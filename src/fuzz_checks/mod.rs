@@ -78,6 +78,7 @@ pub(crate) fn parameter(data: &[u8]) -> (u8, &[u8]) {
 }
 
 /// `len * p / 256`: a split point inside `0..=len` chosen by a parameter byte.
+#[cfg(feature = "http")]
 pub(crate) fn split_point(p: u8, len: usize) -> usize {
     len * usize::from(p) / 256
 }
