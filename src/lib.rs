@@ -86,6 +86,10 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+// The fuzz targets' property checks, shared with the regression test (`fuzz/`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod log_capture;
 pub mod logging;
 pub mod runtime;

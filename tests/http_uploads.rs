@@ -186,6 +186,10 @@ fn task_status_goes_from_queued_or_running_to_done() {
     assert!(done.contains(&sha256_hex(&data)), "{done}");
     assert_eq!(server.get("/tasks/2").status, 404);
     assert_eq!(server.get("/tasks/-1").status, 404);
+    // Task 1 has one URL: other spellings of the number name nothing.
+    for other in ["/tasks/+1", "/tasks/01", "/tasks/1%20"] {
+        assert_eq!(server.get(other).status, 404, "{other}");
+    }
     assert_stored(&server, 1, &data);
     let stats = server.get("/stats").text();
     assert_eq!(json_u64(&stats, "tasks_done"), Some(1), "{stats}");

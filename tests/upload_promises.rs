@@ -352,9 +352,14 @@ fn a_hundred_concurrent_uploads_are_all_accepted_with_the_default_flags() {
             thread::spawn(move || {
                 let data = pseudo_random(300 + i as u64, LEN);
                 let mut c = Client::connect(addr);
-                // Reads pause while the task thread is behind: give a write the time it needs.
+                // Reads pause while the task thread is behind: give a write, and the answer
+                // that waits for the last uploads ahead of it, the time they need on a busy
+                // machine (100 fsynced files share one disk).
                 c.stream
                     .set_write_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                c.stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
                     .unwrap();
                 barrier.wait();
                 c.send(&raw_upload_head(&format!("many-{i}.bin"), LEN));

@@ -15,7 +15,37 @@ use super::states::States;
 #[cfg(feature = "tls")]
 use super::tls::{TlsPhase, LOG as TLS};
 use log::{debug, trace, warn};
+use std::fmt;
 use std::io::{self, IoSlice};
+use std::ops::ControlFlow;
+
+/// How a flush handed its bytes to the kernel, for the trace line of each write.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Plaintext: one `writev` of this many queue pieces.
+    Pieces(usize),
+    /// TLS: the sealed ciphertext, one buffer.
+    Tls,
+}
+
+impl Via {
+    /// What ends a `WouldBlock` line: nothing for plaintext, " (TLS)".
+    fn suffix(self) -> &'static str {
+        match self {
+            Via::Pieces(_) => "",
+            Via::Tls => " (TLS)",
+        }
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Via::Pieces(count) => write!(f, " in {count} pieces"),
+            Via::Tls => f.write_str(" (TLS)"),
+        }
+    }
+}
 
 /// Read at most this many times per connection per readiness event (16 × 64 KiB = 1 MiB)
 /// before moving on to other connections; the connection is read again next iteration.
@@ -486,44 +516,14 @@ impl<H: Handler> ConnIo<'_, H> {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let count = out.io_slices(&mut iov);
             let asked: usize = iov[..count].iter().map(|s| s.len()).sum();
-            match c.stream.write_vectored(&iov[..count]) {
-                Ok(0) => {
-                    self.core
-                        .close_now(key, None, CloseReason::PeerGone(io::ErrorKind::WriteZero));
-                    return;
-                }
-                Ok(n) => {
-                    out.advance(n);
-                    written += n;
-                    self.core.stats.bytes_written += n as u64;
-                    if n < asked {
-                        // A short write means the socket buffer is full: the kernel sets
-                        // SOCK_NOSPACE, and will report WRITABLE when space frees up. Trying
-                        // again now would only return WouldBlock.
-                        trace!(target: IO, "{} write {n} of {asked} in {count} pieces: partial, {} pending",
-                            self.core.who(key), pending - n);
-                        self.core.stats.metrics.partial_writes_total += 1;
-                        self.write_blocked(key);
-                        return;
-                    }
-                    trace!(target: IO, "{} write {n} of {asked} in {count} pieces", self.core.who(key));
-                    // The socket took all it was offered: it is not blocked, whether or not the
-                    // queue drains in this flush (the write budget may stop us first).
-                    self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace!(target: IO, "{} write WouldBlock, {pending} pending", self.core.who(key));
-                    self.core.stats.metrics.partial_writes_total += 1;
-                    self.write_blocked(key);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("{} write failed: {e}", self.core.who(key));
-                    self.core
-                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
-                    return;
-                }
+            let result = c.stream.write_vectored(&iov[..count]);
+            if let Ok(n) = result {
+                out.advance(n);
+                written += n;
+            }
+            let via = Via::Pieces(count);
+            if self.wrote(key, result, asked, pending, via).is_break() {
+                return;
             }
         }
         self.output_drained(key);
@@ -587,42 +587,71 @@ impl<H: Handler> ConnIo<'_, H> {
                 return;
             }
             let pending = tls.pending();
-            match c.stream.write_vectored(&[IoSlice::new(tls.ciphertext())]) {
-                Ok(0) => {
-                    self.core
-                        .close_now(key, None, CloseReason::PeerGone(io::ErrorKind::WriteZero));
-                    return;
-                }
-                Ok(n) => {
-                    tls.advance(n);
-                    written += n;
-                    self.core.stats.bytes_written += n as u64;
-                    if n < pending {
-                        trace!(target: IO, "{} write {n} of {pending} (TLS): partial, {} pending",
-                            self.core.who(key), pending - n);
-                        self.core.stats.metrics.partial_writes_total += 1;
-                        self.write_blocked(key);
-                        return;
-                    }
-                    trace!(target: IO, "{} write {n} of {pending} (TLS)", self.core.who(key));
-                    self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace!(target: IO, "{} write WouldBlock, {pending} pending (TLS)", self.core.who(key));
-                    self.core.stats.metrics.partial_writes_total += 1;
-                    self.write_blocked(key);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("{} write failed: {e}", self.core.who(key));
-                    self.core
-                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
-                    return;
-                }
+            let result = c.stream.write_vectored(&[IoSlice::new(tls.ciphertext())]);
+            if let Ok(n) = result {
+                tls.advance(n);
+                written += n;
+            }
+            if self
+                .wrote(key, result, pending, pending, Via::Tls)
+                .is_break()
+            {
+                return;
             }
         }
         self.output_drained(key);
+    }
+
+    /// Accounts one `writev` of `asked` bytes, with `pending` queued (the caller has already
+    /// advanced its queue by what was written), and says whether the flush goes on: only when
+    /// the socket took everything it was offered. A short write or `WouldBlock` means the
+    /// socket buffer is full; an error or a zero-byte write closes the connection.
+    fn wrote(
+        &mut self,
+        key: usize,
+        result: io::Result<usize>,
+        asked: usize,
+        pending: usize,
+        via: Via,
+    ) -> ControlFlow<()> {
+        match result {
+            Ok(0) => {
+                self.core
+                    .close_now(key, None, CloseReason::PeerGone(io::ErrorKind::WriteZero));
+                ControlFlow::Break(())
+            }
+            Ok(n) => {
+                self.core.stats.bytes_written += n as u64;
+                if n < asked {
+                    // A short write means the socket buffer is full: the kernel sets
+                    // SOCK_NOSPACE, and will report WRITABLE when space frees up. Trying
+                    // again now would only return WouldBlock.
+                    trace!(target: IO, "{} write {n} of {asked}{via}: partial, {} pending",
+                        self.core.who(key), pending - n);
+                    self.core.stats.metrics.partial_writes_total += 1;
+                    self.write_blocked(key);
+                    return ControlFlow::Break(());
+                }
+                trace!(target: IO, "{} write {n} of {asked}{via}", self.core.who(key));
+                // The socket took all it was offered: it is not blocked, whether or not the
+                // queue drains in this flush (the write budget may stop us first).
+                self.core.conns[key].flags &= !flags::WRITE_BLOCKED;
+                ControlFlow::Continue(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                trace!(target: IO, "{} write WouldBlock, {pending} pending{}", self.core.who(key), via.suffix());
+                self.core.stats.metrics.partial_writes_total += 1;
+                self.write_blocked(key);
+                ControlFlow::Break(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ControlFlow::Continue(()),
+            Err(e) => {
+                debug!("{} write failed: {e}", self.core.who(key));
+                self.core
+                    .close_now(key, None, CloseReason::PeerGone(e.kind()));
+                ControlFlow::Break(())
+            }
+        }
     }
 
     /// The kernel refused part of the queue. This, not the size of a queue that no flush has

@@ -26,8 +26,9 @@ mod socket;
 mod states;
 pub mod sys;
 pub mod timer;
+// `pub(crate)` for the fuzz target's checks (`fuzz_checks::tls`); the loop's own use is here.
 #[cfg(feature = "tls")]
-mod tls;
+pub(crate) mod tls;
 #[cfg(feature = "tls")]
 pub mod tls_config;
 

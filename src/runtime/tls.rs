@@ -370,18 +370,12 @@ impl TlsSession {
             let sealed = match state? {
                 ConnectionState::WriteTraffic(mut w) => {
                     let want = data.len() + RECORD_OVERHEAD * (1 + data.len() / MAX_RECORD_PLAINTEXT);
-                    let at = cipher_out.len();
-                    cipher_out.resize(at + want, 0);
-                    match w.encrypt(data, &mut cipher_out[at..]) {
+                    match seal_onto(cipher_out, want, |room| w.encrypt(data, room)) {
                         Ok(n) => {
-                            cipher_out.truncate(at + n);
                             trace!(target: LOG, "conn {key} record out: {} bytes of plaintext, {n} on the wire", data.len());
                             Ok(())
                         }
-                        Err(e) => {
-                            cipher_out.truncate(at);
-                            Err(rustls::Error::General(format!("encrypt: {e:?}")))
-                        }
+                        Err(e) => Err(rustls::Error::General(format!("encrypt: {e:?}"))),
                     }
                 }
                 other => Err(rustls::Error::General(format!("cannot encrypt in state {other:?}"))),
@@ -425,14 +419,9 @@ impl TlsSession {
         on_side!(side, conn => {
             let UnbufferedStatus { state, discard } = conn.process_tls_records(cipher_in);
             if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
-                let at = cipher_out.len();
-                cipher_out.resize(at + RECORD_OVERHEAD, 0);
-                match w.queue_close_notify(&mut cipher_out[at..]) {
-                    Ok(n) => {
-                        cipher_out.truncate(at + n);
-                        trace!(target: LOG, "conn {key} close_notify sealed ({n} bytes)");
-                    }
-                    Err(_) => cipher_out.truncate(at),
+                let sealed = seal_onto(cipher_out, RECORD_OVERHEAD, |room| w.queue_close_notify(room));
+                if let Ok(n) = sealed {
+                    trace!(target: LOG, "conn {key} close_notify sealed ({n} bytes)");
                 }
             }
             cipher_in.drain(..discard);
@@ -448,24 +437,31 @@ fn encode_into(
 ) -> Result<(), rustls::Error> {
     let mut room = 4096;
     loop {
-        let at = out.len();
-        out.resize(at + room, 0);
-        match encode(&mut out[at..]) {
+        match seal_onto(out, room, &mut encode) {
             Ok(n) => {
-                out.truncate(at + n);
                 trace!(target: LOG, "conn {key} handshake record out: {n} bytes");
                 return Ok(());
             }
             Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                out.truncate(at);
                 room = required_size;
             }
-            Err(e) => {
-                out.truncate(at);
-                return Err(rustls::Error::General(format!("encode: {e:?}")));
-            }
+            Err(e) => return Err(rustls::Error::General(format!("encode: {e:?}"))),
         }
     }
+}
+
+/// Runs `seal` on `room` zeroed bytes appended to `out` and keeps the `n` it says it wrote
+/// (none on an error): every record rustls writes for us lands at the end of the ciphertext.
+fn seal_onto<E>(
+    out: &mut Vec<u8>,
+    room: usize,
+    seal: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let at = out.len();
+    out.resize(at + room, 0);
+    let sealed = seal(out.get_mut(at..).unwrap_or_default());
+    out.truncate(at + sealed.as_ref().map_or(0, |&n| n.min(room)));
+    sealed
 }
 
 /// Empties `buf` and frees it: an idle session holds no buffer.

@@ -17,7 +17,7 @@
 //!   empty); blanks around the name are trimmed. An empty result is refused.
 //! - The name is cut to [`MAX_NAME_BYTES`] at a char boundary, keeping a short
 //!   extension, so it fits every common file system (255 bytes) with room for a
-//!   numbered suffix.
+//!   numbered suffix; a cut that ends in a blank is trimmed again.
 //! - Reserved Windows device names (`CON`, `NUL`, ...) are not handled: the
 //!   server writes to a Unix file system.
 
@@ -47,7 +47,12 @@ pub fn sanitize(untrusted: &str) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    Some(truncate_keeping_extension(name, MAX_NAME_BYTES))
+    // A cut can end the stem in a blank (when there is no extension to keep after it).
+    Some(
+        truncate_keeping_extension(name, MAX_NAME_BYTES)
+            .trim_end()
+            .to_owned(),
+    )
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -134,5 +139,8 @@ mod tests {
         // A "extension" that is too long is just part of the name.
         let s = sanitize(&format!("a.{}", "b".repeat(300))).unwrap();
         assert_eq!(s.len(), MAX_NAME_BYTES);
+        // A cut that ends in a blank is trimmed again (found by fuzzing).
+        let s = sanitize(&format!("{} {}", "a".repeat(199), "b".repeat(50))).unwrap();
+        assert_eq!(s, "a".repeat(199));
     }
 }

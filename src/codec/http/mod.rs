@@ -15,6 +15,7 @@
 //! never as an error. Protocol code logs at debug level under the
 //! `readyloop::http` target.
 
+pub mod body;
 pub mod fields;
 pub mod filename;
 pub mod multipart;

@@ -20,10 +20,8 @@
 //! (see `response::write_error`) and closes the connection once that is flushed.
 //! The parser keeps returning the same error if it is called again.
 
-use super::fields::{
-    chunk_size_line, has_token, is_ctl, is_tchar, list_elements, take_body, trim_ows,
-    MAX_HEADER_SLOTS,
-};
+use super::body::{BodyDecoder, BodyError, BodyEvent, BodyLimits};
+use super::fields::{has_token, list_elements, trim_ows, MAX_HEADER_SLOTS};
 use crate::codec::escape::escaped;
 use std::fmt;
 
@@ -220,17 +218,8 @@ pub enum Event<'a> {
 enum State {
     /// Waiting for a complete request head.
     Head,
-    /// A `Content-Length` body with `remaining` bytes to come (0 → `End` next).
-    Length { remaining: u64 },
-    /// Chunked: waiting for a complete chunk-size line.
-    ChunkSize,
-    /// Chunked: inside a chunk's data.
-    ChunkData { remaining: u64 },
-    /// Chunked: the CRLF that must follow a chunk's data.
-    ChunkDataEnd,
-    /// Chunked: after the last chunk, discarding trailer lines until the empty
-    /// line; `seen` bytes of trailer section so far.
-    Trailers { seen: usize },
+    /// Inside the body (possibly empty) of the request whose head came last.
+    Body(BodyDecoder),
     /// A parse error; it is returned again on every call.
     Failed(HttpError),
 }
@@ -240,8 +229,6 @@ enum State {
 pub struct RequestParser {
     limits: Limits,
     state: State,
-    /// Sum of the chunk sizes of the current chunked body, for `max_body`.
-    chunked_total: u64,
 }
 
 impl Default for RequestParser {
@@ -256,7 +243,6 @@ impl RequestParser {
         RequestParser {
             limits,
             state: State::Head,
-            chunked_total: 0,
         }
     }
 
@@ -299,70 +285,31 @@ impl RequestParser {
         &mut self,
         input: &'a [u8],
     ) -> Result<(usize, Option<Event<'a>>), HttpError> {
-        let mut pos = 0;
-        loop {
-            let rest = input.get(pos..).unwrap_or_default();
-            match self.state {
-                State::Failed(e) => return Err(e),
-                State::Head => {
-                    return match self.parse_head(rest)? {
-                        None => Ok((pos, None)),
-                        Some((n, head)) => Ok((pos + n, Some(Event::Head(head)))),
-                    };
-                }
-                State::Length { remaining: 0 } => {
-                    self.state = State::Head;
-                    return Ok((pos, Some(Event::End)));
-                }
-                State::Length { remaining } => {
-                    let Some((data, left)) = take_body(rest, remaining) else {
-                        return Ok((pos, None));
-                    };
-                    self.state = State::Length { remaining: left };
-                    return Ok((pos + data.len(), Some(Event::Body(data))));
-                }
-                State::ChunkSize => match self.parse_chunk_size(rest)? {
-                    None => return Ok((pos, None)),
-                    Some(n) => pos += n,
-                },
-                State::ChunkData { remaining: 0 } => self.state = State::ChunkDataEnd,
-                State::ChunkData { remaining } => {
-                    let Some((data, left)) = take_body(rest, remaining) else {
-                        return Ok((pos, None));
-                    };
-                    self.state = State::ChunkData { remaining: left };
-                    return Ok((pos + data.len(), Some(Event::Body(data))));
-                }
-                State::ChunkDataEnd => match rest {
-                    [b'\r', b'\n', ..] => {
-                        pos += 2;
-                        self.state = State::ChunkSize;
-                    }
-                    [] | [b'\r'] => return Ok((pos, None)),
-                    _ => return Err(bad("missing CRLF after chunk data")),
-                },
-                State::Trailers { seen } => {
-                    let room = self.limits.max_head.saturating_sub(seen);
-                    let Some(lf) = rest.iter().take(room).position(|&b| b == b'\n') else {
-                        if rest.len() >= room {
-                            return Err(HttpError::new(431, "trailer section too large"));
-                        }
-                        return Ok((pos, None));
-                    };
-                    let line = rest.get(..lf).unwrap_or_default();
-                    let Some(line) = line.strip_suffix(b"\r") else {
-                        return Err(bad("trailer line not ended by CRLF"));
-                    };
-                    pos += lf + 1;
-                    if line.is_empty() {
-                        self.state = State::Head;
-                        return Ok((pos, Some(Event::End)));
-                    }
-                    check_trailer_line(line)?;
-                    self.state = State::Trailers {
-                        seen: seen + lf + 1,
-                    };
-                }
+        match self.state {
+            State::Failed(e) => Err(e),
+            State::Head => match self.parse_head(input)? {
+                None => Ok((0, None)),
+                Some((n, head)) => Ok((n, Some(Event::Head(head)))),
+            },
+            State::Body(mut body) => {
+                let limits = BodyLimits {
+                    max_chunked: self.limits.max_body,
+                    max_trailers: self.limits.max_head,
+                };
+                let (n, event) = body.decode(input, &limits).map_err(|e| match e {
+                    BodyError::Bad(reason) => bad(reason),
+                    BodyError::TooLarge => HttpError::new(413, "chunked body too large"),
+                    BodyError::TrailersTooLarge => HttpError::new(431, "trailer section too large"),
+                })?;
+                let event = event.map(|event| match event {
+                    BodyEvent::Data(data) => Event::Body(data),
+                    BodyEvent::End => Event::End,
+                });
+                self.state = match event {
+                    Some(Event::End) => State::Head,
+                    _ => State::Body(body),
+                };
+                Ok((n, event))
             }
         }
     }
@@ -395,45 +342,13 @@ impl RequestParser {
             head.body,
             head.keep_alive
         );
-        self.chunked_total = 0;
-        self.state = match head.body {
-            BodyFraming::None => State::Length { remaining: 0 },
-            BodyFraming::Length(n) => State::Length { remaining: n },
-            BodyFraming::Chunked => State::ChunkSize,
-        };
+        self.state = State::Body(match head.body {
+            BodyFraming::None => BodyDecoder::Length { remaining: 0 },
+            BodyFraming::Length(n) => BodyDecoder::Length { remaining: n },
+            BodyFraming::Chunked => BodyDecoder::chunked(),
+        });
         Ok(Some((len, Box::new(head))))
     }
-
-    /// Consumes one complete chunk-size line (RFC 9112 §7.1):
-    /// `chunk-size [ chunk-ext ] CRLF`, with the extensions skipped.
-    fn parse_chunk_size(&mut self, input: &[u8]) -> Result<Option<usize>, HttpError> {
-        let Some((len, size)) = chunk_size_line(input).map_err(bad)? else {
-            return Ok(None);
-        };
-        if size == 0 {
-            self.state = State::Trailers { seen: 0 };
-        } else {
-            let total = self.chunked_total.saturating_add(size);
-            if total > self.limits.max_body {
-                return Err(HttpError::new(413, "chunked body too large"));
-            }
-            self.chunked_total = total;
-            self.state = State::ChunkData { remaining: size };
-        }
-        Ok(Some(len))
-    }
-}
-
-/// A trailer field line we are about to discard still has to look like a
-/// field: a token, a colon, a value without control bytes. A line starting
-/// with a blank is obs-fold, which RFC 9112 §5.2 lets us reject.
-fn check_trailer_line(line: &[u8]) -> Result<(), HttpError> {
-    let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
-    let (name, value) = line.split_at(colon);
-    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) || value.iter().any(|&b| is_ctl(b)) {
-        return Err(bad("invalid trailer field"));
-    }
-    Ok(())
 }
 
 fn map_httparse_error(e: httparse::Error, window: &[u8]) -> HttpError {

@@ -20,7 +20,8 @@
 //! Every parse error is final: after a malformed response the bytes cannot be trusted to start
 //! another, so the caller drops the connection. The parser keeps returning the same error.
 
-use super::fields::{chunk_size_line, list_elements, take_body, trim_ows, MAX_HEADER_SLOTS};
+use super::body::{BodyDecoder, BodyError, BodyEvent, BodyLimits};
+use super::fields::{list_elements, trim_ows, MAX_HEADER_SLOTS};
 use std::fmt;
 use std::mem::MaybeUninit;
 
@@ -115,19 +116,9 @@ pub enum ResponseEvent<'a> {
 enum State {
     /// Waiting for a complete response head.
     Head,
-    /// A `Content-Length` body with `remaining` bytes to come (0 → `End` next).
-    Length { remaining: u64 },
-    /// Chunked: waiting for a complete chunk-size line.
-    ChunkSize,
-    /// Chunked: inside a chunk's data.
-    ChunkData { remaining: u64 },
-    /// Chunked: the CRLF that must follow a chunk's data.
-    ChunkDataEnd,
-    /// Chunked: after the last chunk, discarding trailer lines until the empty line; `seen`
-    /// bytes of trailer section so far.
-    Trailers { seen: usize },
-    /// The body runs until the connection closes (`finish` ends it).
-    UntilClose,
+    /// Inside the body (possibly empty) of the response whose head came last; a body that
+    /// runs until the close is ended by `finish`.
+    Body(BodyDecoder),
     /// A `101 Switching Protocols` head was parsed: `End` comes next.
     Switching,
     /// After a 101: what follows is not HTTP (an error if any byte comes).
@@ -205,14 +196,10 @@ impl ResponseParser {
             State::Failed(e) => Err(e),
             State::Head if leftover == 0 => Ok(None),
             State::Head => Err(bad("connection closed inside a response head")),
-            State::UntilClose => Ok(Some(ResponseEvent::End)),
+            State::Body(BodyDecoder::UntilClose) => Ok(Some(ResponseEvent::End)),
             State::Switching => Ok(Some(ResponseEvent::End)),
             State::Switched => Ok(None),
-            State::Length { .. }
-            | State::ChunkSize
-            | State::ChunkData { .. }
-            | State::ChunkDataEnd
-            | State::Trailers { .. } => Err(bad("connection closed inside a response body")),
+            State::Body(_) => Err(bad("connection closed inside a response body")),
         };
         self.state = match result {
             Err(e) => State::Failed(e),
@@ -225,93 +212,39 @@ impl ResponseParser {
         &mut self,
         input: &'a [u8],
     ) -> Result<(usize, Option<ResponseEvent<'a>>), ResponseError> {
-        let mut pos = 0;
-        loop {
-            let rest = input.get(pos..).unwrap_or_default();
-            match self.state {
-                State::Failed(e) => return Err(e),
-                State::Switching => {
-                    self.state = State::Switched;
-                    return Ok((pos, Some(ResponseEvent::End)));
-                }
-                State::Switched if rest.is_empty() => return Ok((pos, None)),
-                State::Switched => return Err(bad("bytes after 101 Switching Protocols")),
-                State::Head => {
-                    return match self.parse_head(rest)? {
-                        None => Ok((pos, None)),
-                        Some((n, event)) => Ok((pos + n, Some(event))),
-                    };
-                }
-                State::Length { remaining: 0 } => {
-                    self.state = State::Head;
-                    return Ok((pos, Some(ResponseEvent::End)));
-                }
-                State::Length { remaining } => {
-                    let Some((data, left)) = take_body(rest, remaining) else {
-                        return Ok((pos, None));
-                    };
-                    self.state = State::Length { remaining: left };
-                    return Ok((pos + data.len(), Some(ResponseEvent::Body(data))));
-                }
-                State::UntilClose => {
-                    if rest.is_empty() {
-                        return Ok((pos, None));
-                    }
-                    return Ok((pos + rest.len(), Some(ResponseEvent::Body(rest))));
-                }
-                State::ChunkSize => match chunk_size_line(rest).map_err(bad)? {
-                    None => return Ok((pos, None)),
-                    Some((n, 0)) => {
-                        pos += n;
-                        self.state = State::Trailers { seen: 0 };
-                    }
-                    Some((n, size)) => {
-                        pos += n;
-                        self.state = State::ChunkData { remaining: size };
-                    }
-                },
-                State::ChunkData { remaining: 0 } => self.state = State::ChunkDataEnd,
-                State::ChunkData { remaining } => {
-                    let Some((data, left)) = take_body(rest, remaining) else {
-                        return Ok((pos, None));
-                    };
-                    self.state = State::ChunkData { remaining: left };
-                    return Ok((pos + data.len(), Some(ResponseEvent::Body(data))));
-                }
-                State::ChunkDataEnd => match rest {
-                    [b'\r', b'\n', ..] => {
-                        pos += 2;
-                        self.state = State::ChunkSize;
-                    }
-                    [] | [b'\r'] => return Ok((pos, None)),
-                    _ => return Err(bad("missing CRLF after chunk data")),
-                },
-                State::Trailers { seen } => {
-                    let room = self.limits.max_head.saturating_sub(seen);
-                    let Some(lf) = rest.iter().take(room).position(|&b| b == b'\n') else {
-                        if rest.len() >= room {
-                            return Err(bad("trailer section too large"));
-                        }
-                        return Ok((pos, None));
-                    };
-                    let line = rest.get(..lf).unwrap_or_default();
-                    let Some(line) = line.strip_suffix(b"\r") else {
-                        return Err(bad("trailer line not ended by CRLF"));
-                    };
-                    pos += lf + 1;
-                    if line.is_empty() {
-                        self.state = State::Head;
-                        return Ok((pos, Some(ResponseEvent::End)));
-                    }
-                    if line.first().is_some_and(|&b| b == b' ' || b == b'\t')
-                        || !line.contains(&b':')
-                    {
-                        return Err(bad("invalid trailer field"));
-                    }
-                    self.state = State::Trailers {
-                        seen: seen + lf + 1,
-                    };
-                }
+        match self.state {
+            State::Failed(e) => Err(e),
+            State::Switching => {
+                self.state = State::Switched;
+                Ok((0, Some(ResponseEvent::End)))
+            }
+            State::Switched if input.is_empty() => Ok((0, None)),
+            State::Switched => Err(bad("bytes after 101 Switching Protocols")),
+            State::Head => match self.parse_head(input)? {
+                None => Ok((0, None)),
+                Some((n, event)) => Ok((n, Some(event))),
+            },
+            State::Body(mut body) => {
+                // A client takes whatever size of body the server sends: it counts the bytes
+                // and drops them, it never holds them.
+                let limits = BodyLimits {
+                    max_chunked: u64::MAX,
+                    max_trailers: self.limits.max_head,
+                };
+                let (n, event) = body.decode(input, &limits).map_err(|e| match e {
+                    BodyError::Bad(reason) => bad(reason),
+                    BodyError::TooLarge => bad("chunked body too large"),
+                    BodyError::TrailersTooLarge => bad("trailer section too large"),
+                })?;
+                let event = event.map(|event| match event {
+                    BodyEvent::Data(data) => ResponseEvent::Body(data),
+                    BodyEvent::End => ResponseEvent::End,
+                });
+                self.state = match event {
+                    Some(ResponseEvent::End) => State::Head,
+                    _ => State::Body(body),
+                };
+                Ok((n, event))
             }
         }
     }
@@ -379,10 +312,10 @@ impl ResponseParser {
         };
         self.state = match (status, framing) {
             (101, _) => State::Switching,
-            (_, ResponseFraming::Empty) => State::Length { remaining: 0 },
-            (_, ResponseFraming::Length(n)) => State::Length { remaining: n },
-            (_, ResponseFraming::Chunked) => State::ChunkSize,
-            (_, ResponseFraming::UntilClose) => State::UntilClose,
+            (_, ResponseFraming::Empty) => State::Body(BodyDecoder::Length { remaining: 0 }),
+            (_, ResponseFraming::Length(n)) => State::Body(BodyDecoder::Length { remaining: n }),
+            (_, ResponseFraming::Chunked) => State::Body(BodyDecoder::chunked()),
+            (_, ResponseFraming::UntilClose) => State::Body(BodyDecoder::UntilClose),
         };
         Ok(Some((len, ResponseEvent::Head(head))))
     }

@@ -23,7 +23,7 @@ pub mod uploads;
 pub use self::store::{PastTask, TaskId, TaskStatus, TaskUpdate, TryLater, UploadStore};
 use self::uploads::{Flow, Start, TaskCounters, Upload, Uploads};
 use super::config::WebConfig;
-use crate::codec::http::query::query_param;
+use crate::codec::http::query::{path_id, query_param};
 use crate::codec::http::request::{BodyFraming, Event, Limits, Method, RequestHead, RequestParser};
 use crate::codec::http::response::{write_error, Persist, Response, CONTINUE};
 use crate::codec::http::HttpError;
@@ -427,10 +427,7 @@ impl HttpService {
             }
             _ => match path.strip_prefix("/tasks/") {
                 Some(task) if get => {
-                    let json = task
-                        .parse::<TaskId>()
-                        .ok()
-                        .and_then(|t| self.uploads.task_json(t));
+                    let json = path_id(task).and_then(|t| self.uploads.task_json(t));
                     match json {
                         Some(json) => respond(Response::json(200, json)),
                         None => respond(Response::text(404, "no such task")),
