@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Footprint of each Cargo feature combination: the stripped release binary's size, and the
 # resident set size of `readyloop serve` right after it printed its `listening` lines (every
-# listener the build has, on port 0, no client connected).
+# listener the build has, on port 0, no client connected). Then the runtime dependency tree of
+# the default build: how many crates it has and whether any is there in two versions
+# (`cargo tree -d`, which must print nothing).
 #
 #   bash benches/footprint.sh        # prints a Markdown table, also written to
 #                                    # target/bench-footprint.md
@@ -26,7 +28,8 @@ combos=(
   "cli,http|--no-default-features --features cli,http|release|--http 127.0.0.1:0"
   "cli,websocket|--no-default-features --features cli,websocket|release|--http 127.0.0.1:0"
   "cli,websocket,redis|--no-default-features --features cli,websocket,redis|release|--http 127.0.0.1:0"
-  "default (http, websocket, redis, load, cli)||release|--http 127.0.0.1:0"
+  "default without tls (http, websocket, redis, load, cli)|--no-default-features --features http,websocket,redis,load,cli|release|--http 127.0.0.1:0"
+  "default (http, websocket, redis, load, cli, tls)||release|--http 127.0.0.1:0"
 )
 
 rows=()
@@ -64,10 +67,27 @@ for combo in "${combos[@]}"; do
   rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB |")
 done
 
+# The runtime crates of the default build (not readyloop itself), and duplicates.
+crates=$(cargo tree -e normal --prefix none --format '{p}' | sed 's/ (\*)$//; s/ (proc-macro)$//' \
+  | grep -v '^readyloop ' | sort -u)
+ncrates=$(printf '%s\n' "$crates" | grep -c .)
+dups=$(cargo tree -d -e normal 2>/dev/null | grep -v '^$' || true)
+
 {
   echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start |"
   echo "|---|---|---|---|---:|---:|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "Runtime crates of the default build (\`cargo tree -e normal\`, readyloop itself not counted): $ncrates:"
+  echo "$(printf '%s\n' "$crates" | paste -sd, - | sed 's/,/, /g')."
+  if [ -z "$dups" ]; then
+    echo "Crates in two versions (\`cargo tree -d -e normal\`): none."
+  else
+    echo "Crates in two versions (\`cargo tree -d -e normal\`):"
+    echo '```'
+    echo "$dups"
+    echo '```'
+  fi
 } | tee "$table"
 echo
 echo "written to $table"

@@ -23,7 +23,7 @@ impl FixedResponse {
 /// Where the head that starts `input` ends (just past its `\r\n\r\n`).
 fn head_end(input: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while let Some(i) = input[from..].iter().position(|&b| b == b'\n') {
+    while let Some(i) = memchr::memchr(b'\n', &input[from..]) {
         let nl = from + i;
         if nl >= 3 && &input[nl - 3..=nl] == b"\r\n\r\n" {
             return Some(nl + 1);
