@@ -61,10 +61,15 @@ for combo in "${combos[@]}"; do
   fi
   sleep 0.2 # let the upload worker threads (with http) settle
   rss=$(( $(awk '{print $2}' "/proc/$pid/statm") * page ))
+  # RSS is mostly file pages (the binary's text, libc) that every process maps from the page
+  # cache; PSS divides shared pages among their users, and the anonymous pages are the memory
+  # this process alone costs (heap, stacks, statics).
+  pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+  anon=$(awk '/^Anonymous:/ {print $2}' "/proc/$pid/smaps_rollup")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   listeners=$(awk '/^listening/ {print $2}' "$log" | paste -sd, -)
-  rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB |")
+  rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB | $pss KiB | $anon KiB |")
 done
 
 # The runtime crates of the default build (not readyloop itself), and duplicates.
@@ -74,8 +79,8 @@ ncrates=$(printf '%s\n' "$crates" | grep -c .)
 dups=$(cargo tree -d -e normal 2>/dev/null | grep -v '^$' || true)
 
 {
-  echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start |"
-  echo "|---|---|---|---|---:|---:|"
+  echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start | PSS | anonymous |"
+  echo "|---|---|---|---|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "Runtime crates of the default build (\`cargo tree -e normal\`, readyloop itself not counted): $ncrates:"
