@@ -38,7 +38,7 @@ pub struct Limits {
     /// this without a complete head → 431. Also bounds the trailer section of a
     /// chunked body.
     pub max_head: usize,
-    /// Header fields per request: 64 by default, capped at [`MAX_HEADER_SLOTS`](super::fields::MAX_HEADER_SLOTS).
+    /// Header fields per request: 64 by default, capped at [`MAX_HEADER_SLOTS`].
     /// More → 431.
     pub max_headers: usize,
     /// Body bytes per request: 64 MiB by default. A larger `Content-Length` → 413

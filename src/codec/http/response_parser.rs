@@ -32,7 +32,7 @@ pub struct ResponseLimits {
     /// ends its head cannot make a client buffer without bound. Also bounds a chunked body's
     /// trailer section.
     pub max_head: usize,
-    /// Header fields per response: 100 by default, capped at [`MAX_HEADER_SLOTS`](super::fields::MAX_HEADER_SLOTS).
+    /// Header fields per response: 100 by default, capped at [`MAX_HEADER_SLOTS`].
     pub max_headers: usize,
 }
 
