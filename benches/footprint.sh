@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Footprint of each Cargo feature combination: the stripped release binary's size, and the
 # resident set size of `readyloop serve` right after it printed its `listening` lines (every
-# listener the build has, on port 0, no client connected).
+# listener the build has, on port 0, no client connected). Then the runtime dependency tree of
+# the default build: how many crates it has and whether any is there in two versions
+# (`cargo tree -d`, which must print nothing).
 #
 #   bash benches/footprint.sh        # prints a Markdown table, also written to
 #                                    # target/bench-footprint.md
@@ -26,7 +28,8 @@ combos=(
   "cli,http|--no-default-features --features cli,http|release|--http 127.0.0.1:0"
   "cli,websocket|--no-default-features --features cli,websocket|release|--http 127.0.0.1:0"
   "cli,websocket,redis|--no-default-features --features cli,websocket,redis|release|--http 127.0.0.1:0"
-  "default (http, websocket, redis, load, cli)||release|--http 127.0.0.1:0"
+  "default without tls (http, websocket, redis, load, cli)|--no-default-features --features http,websocket,redis,load,cli|release|--http 127.0.0.1:0"
+  "default (http, websocket, redis, load, cli, tls)||release|--http 127.0.0.1:0"
 )
 
 rows=()
@@ -58,16 +61,38 @@ for combo in "${combos[@]}"; do
   fi
   sleep 0.2 # let the upload worker threads (with http) settle
   rss=$(( $(awk '{print $2}' "/proc/$pid/statm") * page ))
+  # RSS is mostly file pages (the binary's text, libc) that every process maps from the page
+  # cache; PSS divides shared pages among their users, and the anonymous pages are the memory
+  # this process alone costs (heap, stacks, statics).
+  pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+  anon=$(awk '/^Anonymous:/ {print $2}' "/proc/$pid/smaps_rollup")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   listeners=$(awk '/^listening/ {print $2}' "$log" | paste -sd, -)
-  rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB |")
+  rows+=("| $name | \`${flags:-(none)}\` | $profile | $listeners | $(( size / 1024 )) KiB | $(( rss / 1024 )) KiB | $pss KiB | $anon KiB |")
 done
 
+# The runtime crates of the default build (not readyloop itself), and duplicates.
+crates=$(cargo tree -e normal --prefix none --format '{p}' | sed 's/ (\*)$//; s/ (proc-macro)$//' \
+  | grep -v '^readyloop ' | sort -u)
+ncrates=$(printf '%s\n' "$crates" | grep -c .)
+dups=$(cargo tree -d -e normal 2>/dev/null | grep -v '^$' || true)
+
 {
-  echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start |"
-  echo "|---|---|---|---|---:|---:|"
+  echo "| build | cargo flags | profile | listeners | stripped binary | RSS at start | PSS | anonymous |"
+  echo "|---|---|---|---|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "Runtime crates of the default build (\`cargo tree -e normal\`, readyloop itself not counted): $ncrates:"
+  echo "$(printf '%s\n' "$crates" | paste -sd, - | sed 's/,/, /g')."
+  if [ -z "$dups" ]; then
+    echo "Crates in two versions (\`cargo tree -d -e normal\`): none."
+  else
+    echo "Crates in two versions (\`cargo tree -d -e normal\`):"
+    echo '```'
+    echo "$dups"
+    echo '```'
+  fi
 } | tee "$table"
 echo
 echo "written to $table"

@@ -17,6 +17,8 @@
 //! Environment: `BENCH_SECS` (default 5), `BENCH_CONNS` (default 50), `BENCH_CLIENT=mio` to
 //! skip wrk, `BENCH_NGINX=0` to skip nginx.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::PathBuf;
@@ -231,7 +233,8 @@ fn start_readyloop() -> Readyloop {
     }
 }
 
-/// The minimal baseline: see the module doc. Runs for the rest of the process.
+/// The minimal baseline (`common::tokio_fixed_http`, see the module doc), on a thread of its
+/// own for the rest of the process.
 fn start_baseline(response: Vec<u8>) -> SocketAddr {
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -242,45 +245,8 @@ fn start_baseline(response: Vec<u8>) -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let response: std::rc::Rc<[u8]> = response.into();
-            let local = tokio::task::LocalSet::new();
-            local
-                .run_until(async move {
-                    loop {
-                        let Ok((mut sock, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = sock.set_nodelay(true);
-                        let response = response.clone();
-                        tokio::task::spawn_local(async move {
-                            let mut buf = Vec::with_capacity(4096);
-                            let mut out = Vec::new();
-                            loop {
-                                let mut chunk = [0u8; 4096];
-                                let n = match sock.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => n,
-                                };
-                                buf.extend_from_slice(&chunk[..n]);
-                                // Answer every complete head in the buffer (pipelining).
-                                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
-                                {
-                                    buf.drain(..end + 4);
-                                    out.extend_from_slice(&response);
-                                }
-                                if !out.is_empty() {
-                                    if sock.write_all(&out).await.is_err() {
-                                        return;
-                                    }
-                                    out.clear();
-                                }
-                            }
-                        });
-                    }
-                })
-                .await;
+            common::tokio_fixed_http(listener, response).await;
         });
     });
     addr

@@ -58,6 +58,21 @@ fn crlf_is_accepted() {
 }
 
 #[test]
+fn lf_and_crlf_lines_mixed_in_one_write_come_back_in_order() {
+    // Runs of `\n` lines are echoed as one copy of the input; a `\r\n` line between them
+    // breaks the run and comes back with `\n`; `exit` ends it all, and a line longer than
+    // --max-line after echoed lines still lets those out first.
+    let server = Server::start(&["--max-line", "8"]);
+    let mut s = connect(server.line());
+    s.write_all(b"a\nbb\nc\r\n\r\nd\ne\nexit\nnot echoed\n")
+        .unwrap();
+    assert_eq!(read_to_eof(&mut s), b"a\nbb\nc\n\nd\ne\n");
+    let mut s = connect(server.line());
+    s.write_all(b"x\ny\r\nz\nthis line is too long\n").unwrap();
+    assert_eq!(read_to_eof(&mut s), b"x\ny\nz\nerror: line too long\n");
+}
+
+#[test]
 fn line_split_across_one_byte_writes() {
     let server = Server::start(&[]);
     let mut s = connect(server.line());

@@ -1,9 +1,11 @@
-//! What the benchmarks share: the tokio baseline line server, starting `readyloop serve` with
-//! only its HTTP listener, environment knobs, and where the Markdown reports go; `ws_client` is
-//! the mio WebSocket client and `/ws` broadcast measurement of ws_broadcast and redis_broadcast.
+//! What the benchmarks share: the tokio baselines (line echo, fixed-response HTTP, hello;
+//! `tokio_ws` for WebSocket), starting `readyloop serve` with only its HTTP listener,
+//! environment knobs, and where the Markdown reports go; `ws_client` is the mio WebSocket
+//! client and `/ws` broadcast measurement of ws_broadcast and redis_broadcast.
 //! Not a bench target itself (Cargo only picks up `benches/*.rs`).
 #![allow(dead_code)] // each bench uses a different subset
 
+pub mod tokio_ws;
 pub mod ws_client;
 
 use std::future::Future;
@@ -11,7 +13,7 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
 /// `name` from the environment as a number, or `default` (unset, or unparsable with a warning).
@@ -25,8 +27,10 @@ pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// The tokio baseline: an idiomatic line echo server. One task per connection, a `BufReader`
-/// (tokio's default 8 KiB buffer) with `read_until(b'\n')`, and `write_all` of the line.
+/// The tokio baseline: a line echo server as a good tokio user writes it. One task per
+/// connection, a `BufReader` (tokio's default 8 KiB buffer) with `read_until(b'\n')`, the
+/// lines written into a `BufWriter` that is flushed once the reader's buffer is drained (so
+/// pipelined lines that came in one read go back in one write, as readyloop does).
 /// TCP_NODELAY is set, as readyloop sets it, so neither side waits on Nagle.
 /// Runs until `stop` completes; connection tasks end on EOF or with the runtime.
 pub async fn tokio_line_server(listener: TcpListener, stop: impl Future<Output = ()>) {
@@ -46,8 +50,9 @@ pub async fn tokio_line_server(listener: TcpListener, stop: impl Future<Output =
 }
 
 async fn echo_lines(mut stream: TcpStream) -> io::Result<()> {
-    let (reader, mut writer) = stream.split();
+    let (reader, writer) = stream.split();
     let mut reader = BufReader::new(reader);
+    let mut writer = BufWriter::new(writer);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -55,6 +60,64 @@ async fn echo_lines(mut stream: TcpStream) -> io::Result<()> {
             return Ok(());
         }
         writer.write_all(&line).await?;
+        if reader.buffer().is_empty() {
+            writer.flush().await?;
+        }
+    }
+}
+
+/// The tokio HTTP/1.1 keep-alive baseline: a minimal `current_thread` server that reads
+/// until `\r\n\r\n` and writes back `response` (the bytes readyloop gave to the same
+/// request) for every complete head, all answers to one read in one write. It parses
+/// nothing, checks nothing and has no timers, routes, limits or bodies: "an async runtime
+/// doing the same socket work", not a real server. Runs for as long as the runtime does.
+pub async fn tokio_fixed_http(listener: TcpListener, response: Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let response: std::rc::Rc<[u8]> = response.into();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = sock.set_nodelay(true);
+                let response = response.clone();
+                tokio::task::spawn_local(async move {
+                    let mut buf = Vec::with_capacity(4096);
+                    let mut out = Vec::new();
+                    let mut chunk = vec![0u8; 4096];
+                    loop {
+                        let n = match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Answer every complete head in the buffer (pipelining).
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            out.extend_from_slice(&response);
+                        }
+                        if !out.is_empty() {
+                            if sock.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            out.clear();
+                        }
+                    }
+                });
+            }
+        })
+        .await;
+}
+
+/// The tokio hello baseline: accept, write the greeting, close (no task per connection: the
+/// greeting fits a fresh socket's buffer, so the write completes at once).
+pub async fn tokio_hello(listener: TcpListener, greeting: &[u8]) {
+    loop {
+        if let Ok((mut sock, _)) = listener.accept().await {
+            let _ = sock.write_all(greeting).await;
+        }
     }
 }
 

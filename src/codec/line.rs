@@ -19,7 +19,7 @@ pub const TOO_LONG_REPLY: &[u8] = b"error: line too long\n";
 pub fn next_line(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, LineTooLong> {
     // A line of `max` bytes may be followed by `\r\n`: look no further than that.
     let window = &buf[..buf.len().min(max.saturating_add(2))];
-    match window.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', window) {
         Some(i) => {
             let line = &buf[..i];
             let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -77,6 +77,11 @@ struct Listener {
     addr: Addr,
     /// A Unix socket file this loop created, removed when the listener closes.
     owned_path: Option<PathBuf>,
+    /// `TCP_NODELAY` was set on the listening socket before `listen`, and Linux copies it to
+    /// every socket accepted there: no `setsockopt` per connection (one syscall of the seven a
+    /// hello connection costs; benches/at_floor.rs). False for listeners handed to us already
+    /// listening, whose backlog may hold connections made before the option was set.
+    nodelay_inherited: bool,
 }
 
 /// The listeners, and whether accepting is paused for want of descriptors.
@@ -111,10 +116,14 @@ impl Acceptor {
         name: &str,
         addr: &Addr,
         reuse_port: bool,
+        nodelay: bool,
     ) -> io::Result<(ListenerId, Addr)> {
+        let mut nodelay_inherited = false;
         let (socket, owned_path) = match addr {
             Addr::Ip(ip) => {
                 let socket = sys::bind_socket(*ip, reuse_port)?;
+                nodelay_inherited =
+                    nodelay && cfg!(target_os = "linux") && socket.set_tcp_nodelay(true).is_ok();
                 socket.listen(LISTEN_BACKLOG)?;
                 let std_listener: std::net::TcpListener = socket.into();
                 (ListenSocket::Tcp(TcpListener::from_std(std_listener)), None)
@@ -128,6 +137,7 @@ impl Acceptor {
             }
         };
         let id = self.add(registry, stats, name, socket, owned_path)?;
+        self.listeners[id.0 as usize].nodelay_inherited = nodelay_inherited;
         Ok((id, self.listeners[id.0 as usize].addr.clone()))
     }
 
@@ -187,6 +197,7 @@ impl Acceptor {
             name: name.to_string(),
             addr,
             owned_path,
+            nodelay_inherited: false,
         });
         stats.open.push(0);
         Ok(ListenerId(index as u16))
@@ -343,7 +354,7 @@ impl Acceptor {
             );
             return;
         };
-        if core.config.nodelay && peer.ip().is_some() {
+        if core.config.nodelay && peer.ip().is_some() && !self.listeners[index].nodelay_inherited {
             let _ = stream.set_nodelay();
         }
         let id = match core.insert(stream, Some(listener), Phase::Open) {
@@ -372,5 +383,30 @@ impl Acceptor {
         with_conn(handler, core, states, id, |h, cx, conn| h.on_open(cx, conn));
         // Data may already be waiting (the client wrote right after connecting); the
         // registration reports it as an event, so there is no need to read here.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nodelay_inherited` relies on: on Linux a socket accepted on a listener that had
+    /// `TCP_NODELAY` set before `listen` has it too, and one accepted on a listener without
+    /// it does not (so the per-connection `setsockopt` is still needed there).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        for set_on_listener in [true, false] {
+            let socket = sys::bind_socket("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            if set_on_listener {
+                socket.set_tcp_nodelay(true).unwrap();
+            }
+            socket.listen(LISTEN_BACKLOG).unwrap();
+            let listener: std::net::TcpListener = socket.into();
+            listener.set_nonblocking(false).unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(accepted.nodelay().unwrap(), set_on_listener);
+        }
     }
 }

@@ -119,6 +119,7 @@ impl<H: Handler> EventLoop<H> {
             name,
             addr,
             reuse_port,
+            self.core.config.nodelay,
         )
     }
 

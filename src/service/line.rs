@@ -74,6 +74,10 @@ impl LineService {
     }
 
     /// Consumes every complete line in `data`; a broadcast line also goes to `relay`.
+    ///
+    /// Echo: a run of lines that each end in a bare `\n` is, byte for byte, its own echo, so
+    /// the run goes back as one copy of `data` (`echo_run`), not two small copies a line; a
+    /// `\r\n` line breaks the run and is echoed with `\n`.
     pub fn on_data<S, M>(
         &mut self,
         cx: &mut Context<'_, S, M>,
@@ -83,17 +87,35 @@ impl LineService {
         let id = cx.id();
         self.arm_idle(cx);
         let mut used = 0;
+        // `data[echo_run.0..echo_run.1]`: echoed lines not yet queued.
+        let mut echo_run = (0, 0);
+        let flush_run = |cx: &mut Context<'_, S, M>, run: &mut (usize, usize)| {
+            if run.1 > run.0 {
+                cx.send_copy(id, &data[run.0..run.1]);
+            }
+            *run = (0, 0);
+        };
         loop {
             match next_line(&data[used..], self.max_line) {
                 Ok(Some((line, n))) => {
+                    let start = used;
                     used += n;
                     debug!(target: LOG, "conn {id} line: {}", escaped(line));
                     if line == b"exit" {
+                        flush_run(cx, &mut echo_run);
                         cx.close(id);
                         return used;
                     }
                     match self.mode {
+                        LineMode::Echo if n == line.len() + 1 => {
+                            if echo_run.1 != start {
+                                flush_run(cx, &mut echo_run);
+                                echo_run.0 = start;
+                            }
+                            echo_run.1 = used;
+                        }
                         LineMode::Echo => {
+                            flush_run(cx, &mut echo_run);
                             cx.send_copy(id, line);
                             cx.send_copy(id, b"\n");
                         }
@@ -103,8 +125,12 @@ impl LineService {
                         }
                     }
                 }
-                Ok(None) => return used,
+                Ok(None) => {
+                    flush_run(cx, &mut echo_run);
+                    return used;
+                }
                 Err(LineTooLong) => {
+                    flush_run(cx, &mut echo_run);
                     warn!(target: LOG, "conn {id}: line over {} bytes, closing", self.max_line);
                     cx.send(id, TOO_LONG_REPLY);
                     cx.close(id);
