@@ -84,7 +84,9 @@ pub fn check(data: &[u8]) {
     assert_eq!(path_id(&id.to_string()), Some(id));
 
     // Our own encoding of the input's pieces, as `k0=v0&k1=v1...`, gives every value back.
-    let values: Vec<&str> = text.split('\n').collect();
+    // At most 32 values: each lookup scans the whole query, so more would make the check
+    // quadratic in the input and slow the fuzzer down to no purpose.
+    let values: Vec<&str> = text.split('\n').take(32).collect();
     let query: Vec<String> = values
         .iter()
         .enumerate()
