@@ -4,7 +4,8 @@
 //! - `hello.rs`: greet and close.
 //! - `line.rs`: echo each line, or broadcast it to every other line client; `exit` closes.
 //! - `http/` (feature `http`): HTTP/1.1 routes, request timers, uploads on task threads.
-//! - `ws.rs` (feature `websocket`): `/ws` broadcast and `/echo`.
+//! - `ws.rs` (feature `websocket`): `/ws` broadcast and `/echo`; `ws_deflate.rs` holds the
+//!   loop's permessage-deflate contexts and builds the frames it sends.
 //! - `redis_relay.rs` (feature `redis`): broadcasts relayed to and from other processes.
 //! - `stats.rs`: `/stats` from plain figures, and the memory workers share them through.
 //! - `metrics.rs`: `/metrics`, the same figures and the loop's own as Prometheus families.
@@ -29,6 +30,8 @@ pub mod redis_relay;
 pub mod stats;
 #[cfg(feature = "websocket")]
 pub mod ws;
+#[cfg(feature = "websocket")]
+mod ws_deflate;
 
 pub use self::config::{LineMode, Protocol, ServeConfig, WebConfig};
 use self::hello::Hello;
@@ -436,7 +439,7 @@ impl Handler for Server {
                 };
                 let line = &self.line;
                 #[cfg(feature = "websocket")]
-                let ws = &self.ws;
+                let ws = &mut self.ws;
                 let mut deliver = |cx: &mut Cx<'_>, group: Group, msg: &[u8]| match group {
                     #[cfg(feature = "websocket")]
                     Group::Ws => match std::str::from_utf8(msg) {
