@@ -144,9 +144,11 @@ impl Server {
         }
         let mut loop_config = config.loop_config.clone();
         // One whole WebSocket message (plus a read's worth) must fit in a connection's input,
-        // and its echo in its output.
+        // and its echo in its output. A compressed message may be 1/16 longer than the limit
+        // when it does not compress (`codec::ws::message::compressed_bound`).
         let message = config.web.max_message;
-        loop_config.max_inbuf = loop_config.max_inbuf.max(message + (1 << 20));
+        let compressed = message.saturating_add(message >> 4).saturating_add(64);
+        loop_config.max_inbuf = loop_config.max_inbuf.max(compressed + (1 << 20));
         loop_config.max_pending = loop_config.max_pending.max(2 * message + (1 << 20));
         let wanted = [
             #[cfg(feature = "http")]

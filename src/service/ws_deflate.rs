@@ -33,6 +33,7 @@ const KEEP_SCRATCH: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Encoder {
     /// Messages shorter than this go out uncompressed (`--ws-deflate-min`).
+    #[cfg_attr(not(feature = "ws-deflate"), allow(dead_code))]
     min_size: usize,
     /// The loop's compressor and its scratch output, made on first use.
     #[cfg(feature = "ws-deflate")]

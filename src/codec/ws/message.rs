@@ -145,6 +145,18 @@ pub struct MessageDecoder {
     delivered: bool,
 }
 
+/// The largest compressed message taken in for a `max_message` limit on the inflated one:
+/// incompressible data grows under deflate (5 bytes per stored block, and a sender with a
+/// small memory level, like Python websockets' `memLevel=5`, makes 2 KiB blocks: +0.25%), so
+/// a message at the limit must still fit. zlib's `deflateBound` for any settings is under
+/// 4.5% plus 7 bytes: allow 1/16 (6.25%) more, plus 64 bytes. Inflating enforces the limit
+/// on the message itself.
+pub fn compressed_bound(max_message: usize) -> usize {
+    max_message
+        .saturating_add(max_message >> 4)
+        .saturating_add(64)
+}
+
 /// Records the failure in `state` and builds the error. A free function over the one
 /// field, so it can be called while other fields of the decoder are borrowed.
 fn fail(state: &mut State, code: CloseCode, reason: &'static str) -> DecodeError {
@@ -489,7 +501,11 @@ impl MessageDecoder {
         } else {
             0
         };
-        let room = self.max_message.saturating_sub(so_far) as u64;
+        let limit = match kind.1 {
+            Encoding::Plain => self.max_message,
+            Encoding::Deflated => compressed_bound(self.max_message),
+        };
+        let room = limit.saturating_sub(so_far) as u64;
         if len > room {
             Err(DecodeError {
                 code: CloseCode::TOO_BIG,
@@ -695,7 +711,8 @@ mod tests {
         } => 1002;
         rfc7692_compressed_message_bounded_before_inflating: {
             let mut head = Vec::new();
-            encode_header(true, OpCode::Binary, (DEFAULT_MAX_MESSAGE + 1) as u64, Some(KEY), &mut head);
+            let len = compressed_bound(DEFAULT_MAX_MESSAGE) + 1;
+            encode_header(true, OpCode::Binary, len as u64, Some(KEY), &mut head);
             head[0] |= 0x40;
             head
         } => 1009;
