@@ -410,7 +410,10 @@ fn broadcast<S, M>(
     for (_, &(client, compression)) in audience {
         cx.send(client, Chunk::Shared(variants.frame(encoder, compression)));
     }
-    debug!(target: LOG, "broadcast {} bytes to {} clients ({} frames encoded)", formatted.len(), audience.len(), variants.encoded());
+    debug!(target: LOG, "broadcast {} bytes to {} clients", formatted.len(), audience.len());
+    if variants.encoded() > 1 {
+        debug!(target: LOG, "broadcast encoded twice: compressed and plain");
+    }
 }
 
 /// Queues our close frame (once) and closes the connection after the flush.
