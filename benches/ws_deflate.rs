@@ -458,6 +458,7 @@ fn main() {
         let per = |m: &Measured| m.cpu_secs / m.deliveries.max(1) as f64;
         per(a) / per(b)
     };
+    let bytes_per = |m: &Measured| m.wire_bytes as f64 / m.deliveries.max(1) as f64;
     let mut table = format!(
         "permessage-deflate, {secs} s per run, {cores} cores, server pinned to CPU {SERVER_CPU} and \
          client to CPU {CLIENT_CPU}: {pinned}. Broadcast: {SUBSCRIBERS} subscribers, {WINDOW} \
@@ -469,7 +470,7 @@ fn main() {
     table.push_str(&format!(
         "Broadcast: deflate sends {:.1}× fewer bytes than plain for {:.2}× the server CPU per \
          delivery",
-        plain.wire_bytes as f64 / deflated.wire_bytes.max(1) as f64,
+        bytes_per(&plain) / bytes_per(&deflated).max(1e-9),
         ratio(&deflated, &plain),
     ));
     if let Some(py) = &python {

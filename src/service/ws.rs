@@ -292,6 +292,9 @@ impl WsService {
                 }
             }
         }
+        // The loop's compression buffers do not keep a big message's size between reads.
+        self.decompressor.trim();
+        self.encoder.trim();
         // Fragments held by the decoder count against the server's input budget.
         cx.hold_input(id, ws.decoder.buffered());
         if ws.phase == Phase::Closing {

@@ -88,6 +88,16 @@ impl Encoder {
     fn compressed(&mut self, _: Compression, _: OpCode, _: &[u8]) -> Option<Vec<u8>> {
         None
     }
+
+    /// Lets go of a large message's scratch space (over 64 KiB) once a batch is encoded.
+    pub fn trim(&mut self) {
+        #[cfg(feature = "ws-deflate")]
+        if let Some(deflater) = &mut self.deflater {
+            if deflater.1.capacity() > KEEP_SCRATCH {
+                deflater.1 = Vec::new();
+            }
+        }
+    }
 }
 
 /// The frames of one broadcast, each variant encoded on first demand and then shared.
@@ -158,6 +168,14 @@ impl Decompressor {
 
     /// Without the feature nothing is negotiated, so the decoder never yields a compressed
     /// message; if it did, it could not be read.
+    /// Lets go of a large message's output (over 64 KiB) once it has been handled.
+    pub fn trim(&mut self) {
+        #[cfg(feature = "ws-deflate")]
+        if let Some(inflater) = &mut self.inflater {
+            inflater.trim();
+        }
+    }
+
     #[cfg(not(feature = "ws-deflate"))]
     pub fn message(&mut self, _: DataKind, _: &[u8], _: usize) -> Result<Message<'_>, DecodeError> {
         Err(DecodeError {

@@ -151,6 +151,14 @@ impl Inflater {
         self.out.capacity()
     }
 
+    /// Frees the output buffer if a large message left it over 64 KiB: call once done with
+    /// what [`Inflater::inflate`] returned, so the loop does not keep a big message's size.
+    pub fn trim(&mut self) {
+        if self.out.capacity() > KEEP_OUTPUT {
+            self.out = Vec::new();
+        }
+    }
+
     /// Inflates one whole compressed message (its frames' payloads, concatenated) and
     /// returns it as the message it is: text is checked to be UTF-8 (else 1007).
     pub fn message(
