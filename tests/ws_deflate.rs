@@ -283,3 +283,29 @@ fn rfc7692_bad_input_is_refused_with_the_right_code() {
     let f = c.read_frame().unwrap();
     same(&inflate(&f.payload), text.as_bytes());
 }
+
+#[test]
+fn ws_deflate_flag_values_are_checked_before_listening() {
+    for (args, want) in [
+        (&["--ws-deflate", "maybe"][..], "is not on or off"),
+        (&["--ws-deflate-min", "-1"][..], "--ws-deflate-min"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_readyloop"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--line",
+                "off",
+                "--hello",
+                "off",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a listening line");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
