@@ -44,6 +44,8 @@ serve options:
   --ws-ping SECS             ping idle WebSockets (0: off)   [30]
   --max-message BYTES        largest WebSocket message       [16777216]
   --ws-max-pending BYTES     cut off slower /ws clients      [4194304]
+  --ws-deflate on|off        accept permessage-deflate       [on]
+  --ws-deflate-min BYTES     send shorter messages plain     [192]
   --broadcast-format TEXT    /ws broadcast template, {} = message [📢 새로운 알림: {}]
   --allowed-origin ORIGIN    accept WebSocket upgrades only from these origins (repeatable)
   --inspect                  serve GET /loop, a live page of the loop (loopback --http only) [off]
@@ -162,7 +164,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The error for a command or flag whose Cargo feature this build left out. (`--http ADDR` is
 /// refused by `Server::bind` itself; `--http off` is accepted by every build.)
-#[cfg(not(all(feature = "load", feature = "redis", feature = "tls")))]
+#[cfg(not(all(
+    feature = "load",
+    feature = "redis",
+    feature = "tls",
+    feature = "ws-deflate"
+)))]
 fn missing_feature(feature: &str, what: &str) -> Box<dyn std::error::Error> {
     format!("{what}: this readyloop was built without the `{feature}` feature").into()
 }
@@ -271,6 +278,17 @@ fn serve(
             }
             Long("max-message") => cfg.web.max_message = number(parser, f)?,
             Long("ws-max-pending") => cfg.web.ws_max_pending = number(parser, f)?,
+            Long("ws-deflate") => {
+                cfg.web.ws_deflate = match text(parser, f)?.as_str() {
+                    #[cfg(feature = "ws-deflate")]
+                    "on" => true,
+                    #[cfg(not(feature = "ws-deflate"))]
+                    "on" => return Err(missing_feature("ws-deflate", "--ws-deflate on")),
+                    "off" => false,
+                    other => return Err(format!("{f}: {other:?} is not on or off").into()),
+                }
+            }
+            Long("ws-deflate-min") => cfg.web.ws_deflate_min = number(parser, f)?,
             Long("broadcast-format") => cfg.web.broadcast_format = text(parser, f)?,
             Long("allowed-origin") => cfg.web.allowed_origins.push(text(parser, f)?),
             Long("inspect") => cfg.web.inspect = true,

@@ -4,7 +4,8 @@
 //! - `hello.rs`: greet and close.
 //! - `line.rs`: echo each line, or broadcast it to every other line client; `exit` closes.
 //! - `http/` (feature `http`): HTTP/1.1 routes, request timers, uploads on task threads.
-//! - `ws.rs` (feature `websocket`): `/ws` broadcast and `/echo`.
+//! - `ws.rs` (feature `websocket`): `/ws` broadcast and `/echo`; `ws_deflate.rs` holds the
+//!   loop's permessage-deflate contexts and builds the frames it sends.
 //! - `redis_relay.rs` (feature `redis`): broadcasts relayed to and from other processes.
 //! - `stats.rs`: `/stats` from plain figures, and the memory workers share them through.
 //! - `metrics.rs`: `/metrics`, the same figures and the loop's own as Prometheus families.
@@ -29,6 +30,8 @@ pub mod redis_relay;
 pub mod stats;
 #[cfg(feature = "websocket")]
 pub mod ws;
+#[cfg(feature = "websocket")]
+mod ws_deflate;
 
 pub use self::config::{LineMode, Protocol, ServeConfig, WebConfig};
 use self::hello::Hello;
@@ -141,9 +144,11 @@ impl Server {
         }
         let mut loop_config = config.loop_config.clone();
         // One whole WebSocket message (plus a read's worth) must fit in a connection's input,
-        // and its echo in its output.
+        // and its echo in its output. A compressed message may be 1/16 longer than the limit
+        // when it does not compress (`codec::ws::message::compressed_bound`).
         let message = config.web.max_message;
-        loop_config.max_inbuf = loop_config.max_inbuf.max(message + (1 << 20));
+        let compressed = message.saturating_add(message >> 4).saturating_add(64);
+        loop_config.max_inbuf = loop_config.max_inbuf.max(compressed + (1 << 20));
         loop_config.max_pending = loop_config.max_pending.max(2 * message + (1 << 20));
         let wanted = [
             #[cfg(feature = "http")]
@@ -436,7 +441,7 @@ impl Handler for Server {
                 };
                 let line = &self.line;
                 #[cfg(feature = "websocket")]
-                let ws = &self.ws;
+                let ws = &mut self.ws;
                 let mut deliver = |cx: &mut Cx<'_>, group: Group, msg: &[u8]| match group {
                     #[cfg(feature = "websocket")]
                     Group::Ws => match std::str::from_utf8(msg) {

@@ -13,21 +13,27 @@
 //! - `/echo`: every message goes back as it came, text as text, binary as binary.
 //! - `/loop/ws` (`--inspect`): a watcher of the loop; the dispatcher hands it to
 //!   `service::inspect`, which sends it frames. What it sends is read and ignored.
+//! - permessage-deflate (RFC 7692, `--ws-deflate`): negotiated in the upgrade with no context
+//!   takeover either way, so compressed messages are inflated and compressed whole by the
+//!   loop's one pair of contexts (`ws_deflate.rs`); a broadcast is encoded once per variant
+//!   (compressed, plain), never per recipient.
 //! - Pings get pongs; idle clients are pinged every `--ws-ping` and dropped if the next ping
 //!   finds the previous one unanswered; a close is answered with a close, then the TCP
 //!   connection is closed after the flush (the loop's lingering close bounds the wait).
 
 use super::config::WebConfig;
+use super::ws_deflate::{Decompressor, Encoder, Variants};
 use crate::codec::escape::escaped;
 use crate::codec::http::{RequestHead, Response};
 use crate::codec::ws::close::{close_frame, CloseCode};
+use crate::codec::ws::extensions::negotiate_deflate;
 use crate::codec::ws::frame::{frame, OpCode};
 use crate::codec::ws::handshake;
 use crate::codec::ws::message::{Message, MessageDecoder, Role};
+use crate::codec::ws::Compression;
 use crate::runtime::{Chunk, CloseReason, ConnId, Context};
 use log::{debug, info, warn};
 use slab::Slab;
-use std::rc::Rc;
 use std::time::Duration;
 
 const LOG: &str = "readyloop::ws";
@@ -87,9 +93,16 @@ pub struct WsService {
     max_pending: usize,
     broadcast_format: String,
     allowed_origins: Vec<String>,
-    /// Open `/ws` connections (broadcast recipients). A slab, so a disconnect is O(1) however
-    /// many there are (a thousand clients leaving at once cost a thousand steps, not a million).
-    clients: Slab<ConnId>,
+    /// Accept permessage-deflate offers (`--ws-deflate`).
+    deflate: bool,
+    /// Builds what we send, with the loop's one compressor.
+    encoder: Encoder,
+    /// Inflates what compressed messages we receive, with the loop's one inflater.
+    decompressor: Decompressor,
+    /// Open `/ws` connections (broadcast recipients) and whether each takes compressed
+    /// frames. A slab, so a disconnect is O(1) however many there are (a thousand clients
+    /// leaving at once cost a thousand steps, not a million).
+    clients: Slab<(ConnId, Compression)>,
     /// Open WebSocket connections on any path.
     open: usize,
     /// `/ws` clients cut off as slow consumers (close 1008) since start.
@@ -105,6 +118,9 @@ impl WsService {
             max_pending: web.ws_max_pending,
             broadcast_format: web.broadcast_format.clone(),
             allowed_origins: web.allowed_origins.clone(),
+            deflate: web.ws_deflate,
+            encoder: Encoder::new(web.ws_deflate_min),
+            decompressor: Decompressor::default(),
             clients: Slab::new(),
             open: 0,
             slow_consumers: 0,
@@ -148,11 +164,24 @@ impl WsService {
             }
             return Err(Response::text(403, "origin not allowed"));
         }
-        cx.send(id, handshake::response(&handshake::accept_key(key)));
+        let accepted = self
+            .deflate
+            .then(|| negotiate_deflate(head.ws_extensions.iter().map(String::as_str)))
+            .flatten();
+        let compression = match accepted {
+            Some(_) => Compression::PerMessageDeflate,
+            None => Compression::Off,
+        };
+        let answer = accepted.map(|a| a.header_value());
+        let accept = handshake::accept_key(key);
+        cx.send(id, handshake::response_with_extensions(&accept, answer));
+        if let Some(answer) = answer {
+            debug!(target: LOG, "conn {id}: WebSocket extension accepted: {answer}");
+        }
         self.open += 1;
         let member = match endpoint {
             Endpoint::Broadcast => {
-                let member = self.clients.insert(id);
+                let member = self.clients.insert((id, compression));
                 info!(target: LOG, "conn {id}: WebSocket connected to /ws ({} connected)", self.clients.len());
                 Some(member)
             }
@@ -170,7 +199,8 @@ impl WsService {
             None => cx.cancel_timer(id),
         }
         Ok(Box::new(WsConn {
-            decoder: MessageDecoder::with_max_message(Role::Server, self.max_message),
+            decoder: MessageDecoder::with_max_message(Role::Server, self.max_message)
+                .with_compression(compression),
             endpoint,
             phase: Phase::Open,
             member,
@@ -195,6 +225,7 @@ impl WsService {
             cx.set_timer(id, every);
         }
         let mut used = 0;
+        let compression = ws.decoder.compression();
         while ws.phase != Phase::Closing {
             let (n, msg) = match ws.decoder.decode(&mut data[used..]) {
                 Err(e) => {
@@ -206,23 +237,48 @@ impl WsService {
                 Ok(step) => step,
             };
             used += n;
-            let Some(msg) = msg else { continue };
+            let Some(mut msg) = msg else { continue };
+            if let Message::Compressed(kind, compressed) = msg {
+                match self
+                    .decompressor
+                    .message(kind, compressed, self.max_message)
+                {
+                    Ok(inflated) => msg = inflated,
+                    Err(e) => {
+                        debug!(target: LOG, "conn {id}: failing the connection: {e}");
+                        close(cx, &mut ws.phase, Some(e.code), e.reason);
+                        break;
+                    }
+                }
+            }
             match (msg, ws.endpoint) {
                 (Message::Text(text), Endpoint::Broadcast) => {
-                    self.deliver(cx, text);
+                    let audience = &self.clients;
+                    broadcast(
+                        cx,
+                        audience,
+                        &mut self.encoder,
+                        &self.broadcast_format,
+                        text,
+                    );
                     relay(cx, text);
                 }
                 (Message::Text(text), Endpoint::Echo) => {
-                    cx.send(id, frame(OpCode::Text, text.as_bytes()));
+                    let reply = self
+                        .encoder
+                        .frame(compression, OpCode::Text, text.as_bytes());
+                    cx.send(id, reply);
                 }
                 (Message::Binary(_), Endpoint::Broadcast) => {
                     let why = "/ws takes text messages";
                     close(cx, &mut ws.phase, Some(CloseCode::UNSUPPORTED_DATA), why);
                 }
                 (Message::Binary(bytes), Endpoint::Echo) => {
-                    cx.send(id, frame(OpCode::Binary, bytes));
+                    cx.send(id, self.encoder.frame(compression, OpCode::Binary, bytes));
                 }
                 (Message::Text(_) | Message::Binary(_), Endpoint::Inspect) => {}
+                // Inflated just above; the decoder never yields one twice.
+                (Message::Compressed(..), _) => {}
                 (Message::Ping(payload), _) => {
                     cx.send(id, frame(OpCode::Pong, payload));
                 }
@@ -236,6 +292,9 @@ impl WsService {
                 }
             }
         }
+        // The loop's compression buffers do not keep a big message's size between reads.
+        self.decompressor.trim();
+        self.encoder.trim();
         // Fragments held by the decoder count against the server's input budget.
         cx.hold_input(id, ws.decoder.buffered());
         if ws.phase == Phase::Closing {
@@ -253,14 +312,16 @@ impl WsService {
 
     /// Delivers `text` to this process' `/ws` clients (from a local sender, or from another
     /// process through Redis), as `📢 새로운 알림: {text}` (the `--broadcast-format`): one
-    /// formatted string, one encoded frame, shared by every queue.
-    pub fn deliver<S, M>(&self, cx: &mut Context<'_, S, M>, text: &str) {
-        let formatted = self.broadcast_format.replace("{}", text);
-        let shared: Rc<[u8]> = frame(OpCode::Text, formatted.as_bytes()).into();
-        for (_, &client) in &self.clients {
-            cx.send(client, Chunk::Shared(shared.clone()));
-        }
-        debug!(target: LOG, "broadcast {} bytes to {} clients", shared.len(), self.clients.len());
+    /// formatted string, at most two encoded frames (compressed, plain), each shared by every
+    /// queue that takes it.
+    pub fn deliver<S, M>(&mut self, cx: &mut Context<'_, S, M>, text: &str) {
+        broadcast(
+            cx,
+            &self.clients,
+            &mut self.encoder,
+            &self.broadcast_format,
+            text,
+        );
     }
 
     /// A flush left output waiting: a `/ws` client over `--ws-max-pending` is cut off with close
@@ -335,6 +396,26 @@ impl WsService {
         if ws.endpoint == Endpoint::Broadcast {
             info!(target: LOG, "conn {id}: WebSocket disconnected ({why:?}; {} connected)", self.clients.len());
         }
+    }
+}
+
+/// Sends `text`, wrapped in `format`, to every `/ws` client: each variant of the frame is
+/// encoded at most once and shared by the queues that take it.
+fn broadcast<S, M>(
+    cx: &mut Context<'_, S, M>,
+    audience: &Slab<(ConnId, Compression)>,
+    encoder: &mut Encoder,
+    format: &str,
+    text: &str,
+) {
+    let formatted = format.replace("{}", text);
+    let mut variants = Variants::new(OpCode::Text, formatted.as_bytes());
+    for (_, &(client, compression)) in audience {
+        cx.send(client, Chunk::Shared(variants.frame(encoder, compression)));
+    }
+    debug!(target: LOG, "broadcast {} bytes to {} clients", formatted.len(), audience.len());
+    if variants.encoded() > 1 {
+        debug!(target: LOG, "broadcast encoded twice: compressed and plain");
     }
 }
 

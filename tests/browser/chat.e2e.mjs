@@ -88,10 +88,20 @@ async function main() {
       const wantWs = `${tls ? "wss" : "ws"}://${addr}/ws`;
       if (wsUrl !== wantWs) throw new Error(`page ${i} opened ${wsUrl}, want ${wantWs}`);
       await page.locator("#status", { hasText: /^connected$/ }).waitFor({ timeout: 10000 });
+      // Chromium offers permessage-deflate on every WebSocket; the server must accept it
+      // (with no context takeover either way, RFC 7692 §7.1.1).
+      const extensions = await page.evaluate(() => ws.extensions);
+      if (!/^permessage-deflate\b/.test(extensions) ||
+          !extensions.includes("server_no_context_takeover") ||
+          !extensions.includes("client_no_context_takeover")) {
+        throw new Error(`page ${i}: ws.extensions is ${JSON.stringify(extensions)}`);
+      }
       pages.push(page);
     }
     const [a, b] = pages;
-    const sends = [[a, "안녕하세요 from page A"], [b, "hello from page B <b>not bold</b>"]];
+    // The third is long enough (over --ws-deflate-min) to be broadcast compressed.
+    const long = "a longer line that deflate shrinks, 안녕하세요 again and again. ".repeat(8);
+    const sends = [[a, "안녕하세요 from page A"], [b, "hello from page B <b>not bold</b>"], [a, long]];
     for (const [page, text] of sends) {
       await page.fill("#msg", text);
       await page.press("#msg", "Enter");
@@ -117,7 +127,7 @@ async function main() {
     mkdirSync(dirname(screenshot), { recursive: true });
     await a.screenshot({ path: screenshot, fullPage: true });
     const over = tls ? "https + wss" : "http + ws";
-    console.log(`chat e2e (${over}): 2 pages, ${want.length} messages seen on both; screenshot ${screenshot}`);
+    console.log(`chat e2e (${over}, permessage-deflate): 2 pages, ${want.length} messages seen on both; screenshot ${screenshot}`);
     console.log("chat e2e: 1 passed, 0 failed");
   } finally {
     if (browser) await browser.close();

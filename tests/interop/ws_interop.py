@@ -6,9 +6,15 @@ reads its `listening http ADDR` line, runs every check and exits non-zero if any
 With `--tls` the same checks run over wss:// (Python's `ssl`, trusting a self-signed
 certificate made with `openssl req` for the run; the server gets `--tls-cert/--tls-key` and
 prints `listening https ADDR`).
-Needs `websockets` >= 13 (the sync client): `python3 -m pip install websockets`.
+Every `websockets` check runs twice: with permessage-deflate (RFC 7692; the library's default,
+so the server must negotiate it) and with compression off. Then `wsproto`, a second,
+independent sans-IO implementation, negotiates permessage-deflate over a raw socket and counts
+the bytes the server sends.
+Needs `websockets` >= 13 (the sync client) and `wsproto`:
+`python3 -m pip install websockets wsproto`.
 """
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +22,7 @@ import tempfile
 import traceback
 
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.sync.client import connect
 
 MIB = 1 << 20
@@ -44,14 +51,28 @@ def binary_of(n):
 
 # Set by main for --tls: the client's SSL context (None: plaintext ws://).
 TLS = None
+# Set by main for each round: "deflate" (offer permessage-deflate) or None (offer nothing).
+COMPRESSION = "deflate"
 
 
-def ws(addr, path):
+def ws(addr, path, compression=None):
+    compression = compression or COMPRESSION
+    if compression == "off":
+        compression = None
+    opts = dict(max_size=None, open_timeout=10, close_timeout=10, compression=compression)
     if TLS is None:
-        return connect(f"ws://{addr}{path}", max_size=None, open_timeout=10, close_timeout=10)
-    port = addr.rsplit(":", 1)[1]
-    return connect(f"wss://localhost:{port}{path}", ssl=TLS, max_size=None,
-                   open_timeout=10, close_timeout=10)
+        c = connect(f"ws://{addr}{path}", **opts)
+    else:
+        port = addr.rsplit(":", 1)[1]
+        c = connect(f"wss://localhost:{port}{path}", ssl=TLS, **opts)
+    deflate = [e for e in c.protocol.extensions if isinstance(e, PerMessageDeflate)]
+    if compression == "deflate":
+        # The server imposes no context takeover both ways (RFC 7692 §7.1.1).
+        assert len(deflate) == 1, f"permessage-deflate not negotiated: {c.protocol.extensions}"
+        assert deflate[0].remote_no_context_takeover and deflate[0].local_no_context_takeover
+    else:
+        assert not deflate, "an extension nobody offered"
+    return c
 
 
 def self_signed(directory):
@@ -107,6 +128,17 @@ def check_close_codes(addr):
         assert rcvd is not None and rcvd.code == code, f"close {code} answered with {rcvd}"
 
 
+def check_broadcast_mixed(addr):
+    """One compressed and one plain recipient of the same broadcasts, both ways."""
+    with ws(addr, "/ws", "deflate") as a, ws(addr, "/ws", "off") as b:
+        for sender in (a, b):
+            for text in ("short", text_of(1024), text_of(300_000)):
+                sender.send(text)
+                for c in (a, b):
+                    got = c.recv(timeout=30)
+                    assert got == PREFIX + text, f"broadcast of {len(text)} chars changed"
+
+
 def check_broadcast(addr):
     with ws(addr, "/ws") as a, ws(addr, "/ws") as b:
         a.send("안녕하세요")
@@ -118,7 +150,65 @@ def check_broadcast(addr):
         assert b.recv(timeout=10) == PREFIX + "reply"
 
 
-CHECKS = [check_echo_sizes, check_fragmented, check_too_big, check_close_codes, check_broadcast]
+# With deflate on, check_too_big is a decompression bomb: 16 MiB + 1 of one byte value
+# compresses to about 16 KiB, and the server must refuse it while inflating (1009).
+CHECKS = [check_echo_sizes, check_fragmented, check_too_big, check_close_codes, check_broadcast,
+          check_broadcast_mixed]
+
+
+def wsproto_deflate(addr):
+    """wsproto (independent of websockets) with permessage-deflate, over a raw socket; the
+    bytes received show the server's answer really is compressed."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message,
+                                Request, TextMessage)
+    from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
+
+    host, port = addr.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    if TLS is not None:
+        sock = TLS.wrap_socket(sock, server_hostname="localhost")
+    conn = WSConnection(ConnectionType.CLIENT)
+    received = 0
+
+    def pump():
+        nonlocal received
+        data = sock.recv(1 << 16)
+        assert data, "the server closed the connection"
+        received += len(data)
+        conn.receive_data(data)
+        return list(conn.events())
+
+    sock.sendall(conn.send(Request(host="localhost", target="/echo",
+                                   extensions=[WsprotoDeflate()])))
+    events = []
+    while not any(isinstance(e, AcceptConnection) for e in events):
+        events += pump()
+    accepted = next(e for e in events if isinstance(e, AcceptConnection))
+    names = [e.name for e in accepted.extensions]
+    assert names == ["permessage-deflate"], f"extensions {names}"
+    for message, kind in ((text_of(4096), TextMessage), (binary_of(70_000), BytesMessage),
+                          ("x" * 100_000, TextMessage)):
+        received = 0
+        sock.sendall(conn.send(Message(data=message)))
+        parts = []
+        while True:
+            for e in pump():
+                assert isinstance(e, kind), f"unexpected {e}"
+                parts.append(e.data)
+                if e.message_finished:
+                    break
+            else:
+                continue
+            break
+        got = "".join(parts) if kind is TextMessage else b"".join(parts)
+        assert got == message, f"{len(message)}-byte message changed"
+        if message == "x" * 100_000:
+            assert received < 2000, f"100 KB of one letter came back as {received} bytes"
+    sock.sendall(conn.send(CloseConnection(code=1000)))
+    while not any(isinstance(e, CloseConnection) for e in pump()):
+        pass
+    sock.close()
 
 
 def main():
@@ -144,13 +234,18 @@ def main():
             assert line.startswith(f"listening {scheme} "), f"unexpected first line {line!r}"
             addr = line.split()[-1]
             passed = failed = 0
-            for check in CHECKS:
+            global COMPRESSION
+            runs = [(c, mode) for mode in ("deflate", "off") for c in CHECKS]
+            runs.append((wsproto_deflate, "deflate"))
+            for check, mode in runs:
+                COMPRESSION = mode
+                name = f"{check.__name__} (compression {mode})"
                 try:
                     check(addr)
-                    print(f"ok   {check.__name__}")
+                    print(f"ok   {name}")
                     passed += 1
                 except Exception:
-                    print(f"FAIL {check.__name__}")
+                    print(f"FAIL {name}")
                     traceback.print_exc()
                     failed += 1
         finally:

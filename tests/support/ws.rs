@@ -33,6 +33,8 @@ impl Server {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1..RSV3 as the low three bits (`0b100`: RSV1, permessage-deflate's compressed bit).
+    pub rsv: u8,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -48,6 +50,8 @@ impl Frame {
 /// A WebSocket client on a plain blocking socket that builds every frame itself.
 pub struct RawClient {
     conn: Client,
+    /// The head of the server's `101` response (to check `Sec-WebSocket-Extensions`).
+    pub response_head: String,
 }
 
 impl RawClient {
@@ -64,7 +68,10 @@ impl RawClient {
         conn.send(wire);
         let head = conn.head_response().head;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        RawClient { conn }
+        RawClient {
+            conn,
+            response_head: head,
+        }
     }
 
     /// A frame with explicit first byte (FIN, RSV, opcode) and optional mask.
@@ -127,6 +134,7 @@ impl RawClient {
         let payload = self.conn.take(len).expect("EOF inside a frame");
         Some(Frame {
             fin: h[0] & 0x80 != 0,
+            rsv: (h[0] >> 4) & 0x07,
             opcode: h[0] & 0x0f,
             payload,
         })

@@ -163,6 +163,9 @@ pub struct RequestHead {
     pub ws_version: Option<String>,
     /// `Origin`, trimmed (checked against `--allowed-origin` on upgrades).
     pub origin: Option<String>,
+    /// The `Sec-WebSocket-Extensions` fields, trimmed, in the order they came (the field may
+    /// be repeated, RFC 6455 §9.1; the head's size limit bounds them).
+    pub ws_extensions: Vec<String>,
 }
 
 impl RequestHead {
@@ -512,6 +515,7 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Reques
         ws_key: None,
         ws_version: None,
         origin: None,
+        ws_extensions: Vec::new(),
     };
     let mut content_length = None;
     let mut codings = TransferCodings::default();
@@ -548,6 +552,9 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Reques
             )?;
         } else if is("origin") {
             set_once(&mut head.origin, value, "duplicate Origin")?;
+        } else if is("sec-websocket-extensions") {
+            let value = String::from_utf8_lossy(trim_ows(value)).into_owned();
+            head.ws_extensions.push(value);
         }
     }
     if version_minor >= 1 && limits.require_host && head.host.is_none() {

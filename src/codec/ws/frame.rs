@@ -235,6 +235,20 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// RSV1 in the first header byte: permessage-deflate's "Per-Message Compressed" bit
+/// (RFC 7692 §6).
+pub const RSV1: u8 = 0x40;
+
+/// Appends a complete, unmasked, final frame with RSV1 set: a whole permessage-deflate
+/// message whose `compressed` payload came from `deflate::Deflater::compress`.
+pub fn write_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, compressed: &[u8]) {
+    let start = out.len();
+    write_frame(out, opcode, compressed);
+    if let Some(b0) = out.get_mut(start) {
+        *b0 |= RSV1;
+    }
+}
+
 /// A complete, unmasked, final frame (server → client).
 pub fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -41,13 +41,25 @@ pub fn key_from_nonce(nonce: [u8; 16]) -> String {
 
 /// §4.2.2: the `101 Switching Protocols` response completing the handshake.
 pub fn response(accept: &str) -> Vec<u8> {
-    format!(
+    response_with_extensions(accept, None)
+}
+
+/// §4.2.2 item 5.6 / §9.1: the `101`, naming the extensions accepted (if any) in
+/// `Sec-WebSocket-Extensions` (see `extensions.rs`).
+pub fn response_with_extensions(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+    let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
          Upgrade: websocket\r\n\
          Connection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into_bytes()
+         Sec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(extensions) = extensions {
+        head.push_str("Sec-WebSocket-Extensions: ");
+        head.push_str(extensions);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
 }
 
 /// Why an HTTP request is not an acceptable WebSocket upgrade, and the answer it gets.

@@ -22,12 +22,19 @@
 //!   does anyway). The decoder remembers how far it got (`progress`).
 //! - **One error ends it.** An error carries the close code to send; the decoder then
 //!   stays failed and returns the same error on every call.
+//! - **Compressed messages pass through.** With permessage-deflate negotiated
+//!   ([`Compression::PerMessageDeflate`]), RSV1 on the first frame of a data message marks it
+//!   compressed (RFC 7692 §6.1); RSV1 anywhere else (a continuation, a control frame) or
+//!   without the extension is 1002. Such a message is returned whole, still compressed, as
+//!   [`Message::Compressed`]: inflating it (and checking its UTF-8) is `deflate.rs`' job, with
+//!   one context per loop, so the decoder — one per connection — holds no compressor.
 
 use std::fmt;
 
 use log::{debug, trace};
 
 use super::close::{parse_close_payload, CloseCode};
+pub use super::extensions::Compression;
 use super::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -63,6 +70,9 @@ pub enum Message<'a> {
     /// connection once that is flushed (§5.5.1). The decoder does not stop by itself after
     /// a Close; the connection must stop feeding it.
     Close(Option<(CloseCode, &'a str)>),
+    /// A whole permessage-deflate message (its frames' payloads, still compressed; only with
+    /// [`Compression::PerMessageDeflate`]). Inflate it with `deflate::Inflater::message`.
+    Compressed(DataKind, &'a [u8]),
 }
 
 /// Why the connection must be failed: the code to put in our Close frame and a short
@@ -85,9 +95,20 @@ impl std::error::Error for DecodeError {}
 
 /// The kind of a data message, fixed by its first frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DataKind {
+pub enum DataKind {
+    /// Opcode `0x1`: UTF-8 text.
     Text,
+    /// Opcode `0x2`: bytes.
     Binary,
+}
+
+/// How a data message's payload is carried, fixed by RSV1 of its first frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    /// As sent.
+    Plain,
+    /// permessage-deflate (RFC 7692 §6): inflated only once the message is whole.
+    Deflated,
 }
 
 /// Where the decoder stands between frames.
@@ -97,7 +118,7 @@ enum State {
     Idle,
     /// A Text or Binary frame with FIN=0 was received; its payload (and that of the
     /// continuations so far) is in `assembled`. The next data frame must be a Continue.
-    Fragmented(DataKind),
+    Fragmented(DataKind, Encoding),
     /// A rule was broken; every further call returns this error.
     Failed(DecodeError),
 }
@@ -110,6 +131,8 @@ const KEEP_ASSEMBLED: usize = 64 * 1024;
 pub struct MessageDecoder {
     role: Role,
     max_message: usize,
+    /// Whether RSV1 may mark a message compressed (permessage-deflate negotiated).
+    compression: Compression,
     state: State,
     /// Payload bytes of the (incomplete) data frame at the front of the input that were
     /// already unmasked in place and UTF-8-checked by earlier calls.
@@ -120,6 +143,18 @@ pub struct MessageDecoder {
     assembled: Vec<u8>,
     /// `assembled` holds a message that was returned; clear it on the next call.
     delivered: bool,
+}
+
+/// The largest compressed message taken in for a `max_message` limit on the inflated one:
+/// incompressible data grows under deflate (5 bytes per stored block, and a sender with a
+/// small memory level, like Python websockets' `memLevel=5`, makes 2 KiB blocks: +0.25%), so
+/// a message at the limit must still fit. zlib's `deflateBound` for any settings is under
+/// 4.5% plus 7 bytes: allow 1/16 (6.25%) more, plus 64 bytes. Inflating enforces the limit
+/// on the message itself.
+pub fn compressed_bound(max_message: usize) -> usize {
+    max_message
+        .saturating_add(max_message >> 4)
+        .saturating_add(64)
 }
 
 /// Records the failure in `state` and builds the error. A free function over the one
@@ -142,12 +177,24 @@ impl MessageDecoder {
         MessageDecoder {
             role,
             max_message,
+            compression: Compression::Off,
             state: State::Idle,
             progress: 0,
             utf8: Utf8Validator::new(),
             assembled: Vec::new(),
             delivered: false,
         }
+    }
+
+    /// The same decoder, reading the frames of a connection that negotiated `compression`.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Whether this decoder takes compressed messages (permessage-deflate negotiated).
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Which side of the connection this decoder reads for.
@@ -179,7 +226,7 @@ impl MessageDecoder {
 
     /// True while a fragmented message is open (some fragments received, not the last).
     pub fn in_message(&self) -> bool {
-        matches!(self.state, State::Fragmented(_))
+        matches!(self.state, State::Fragmented(..))
     }
 
     /// Decodes at most one frame from the front of `input`.
@@ -227,8 +274,10 @@ impl MessageDecoder {
         };
         let available = body.len().min(len);
 
-        if let Some(kind) = kind {
-            // A data frame: unmask and check what arrived since the last call.
+        if let Some((kind, encoding)) = kind {
+            // A data frame: unmask and check what arrived since the last call (compressed
+            // text is checked once inflated).
+            let check_utf8 = kind == DataKind::Text && encoding == Encoding::Plain;
             if available < self.progress {
                 return Err(fail(
                     &mut self.state,
@@ -243,7 +292,7 @@ impl MessageDecoder {
                 if let Some(key) = header.mask {
                     apply_mask(fresh, key, self.progress);
                 }
-                if kind == DataKind::Text && self.utf8.feed(fresh).is_err() {
+                if check_utf8 && self.utf8.feed(fresh).is_err() {
                     return Err(fail(
                         &mut self.state,
                         CloseCode::INVALID_PAYLOAD,
@@ -295,8 +344,12 @@ impl MessageDecoder {
                 };
                 Ok((consumed, Some(message)))
             }
+            // An unfragmented compressed message: the input itself, still compressed.
+            (Some((kind, Encoding::Deflated)), OpCode::Text | OpCode::Binary) if header.fin => {
+                Ok((consumed, Some(Message::Compressed(kind, payload))))
+            }
             // An unfragmented message: hand out the input itself.
-            (Some(kind), OpCode::Text | OpCode::Binary) if header.fin => match kind {
+            (Some((kind, _)), OpCode::Text | OpCode::Binary) if header.fin => match kind {
                 DataKind::Binary => Ok((consumed, Some(Message::Binary(payload)))),
                 DataKind::Text => {
                     if self.utf8.finish().is_err() {
@@ -318,13 +371,13 @@ impl MessageDecoder {
                 }
             },
             // The first fragment, then the continuations.
-            (Some(kind), _) => {
+            (Some((kind, encoding)), _) => {
                 if header.opcode != OpCode::Continue {
                     self.assembled.clear();
                 }
                 self.assembled.extend_from_slice(payload);
                 if !header.fin {
-                    self.state = State::Fragmented(kind);
+                    self.state = State::Fragmented(kind, encoding);
                     return Ok((consumed, None));
                 }
                 self.delivered = true;
@@ -335,6 +388,9 @@ impl MessageDecoder {
                     ..
                 } = self;
                 *state = State::Idle;
+                if encoding == Encoding::Deflated {
+                    return Ok((consumed, Some(Message::Compressed(kind, assembled))));
+                }
                 match kind {
                     DataKind::Binary => Ok((consumed, Some(Message::Binary(assembled)))),
                     DataKind::Text => {
@@ -360,17 +416,37 @@ impl MessageDecoder {
     }
 
     /// Every rule that the header alone decides. Returns the kind of data message the
-    /// frame belongs to, or `None` for a control frame.
-    fn check_header(&mut self, h: &FrameHeader) -> Result<Option<DataKind>, DecodeError> {
+    /// frame belongs to and how it is encoded, or `None` for a control frame.
+    fn check_header(
+        &mut self,
+        h: &FrameHeader,
+    ) -> Result<Option<(DataKind, Encoding)>, DecodeError> {
         let violation = |reason| {
             Err(DecodeError {
                 code: CloseCode::PROTOCOL_ERROR,
                 reason,
             })
         };
-        let verdict = if h.rsv != 0 {
-            // §5.2: "MUST be 0 unless an extension is negotiated"; we negotiate none.
+        let rsv1 = h.rsv & 0b100 != 0;
+        let deflate = self.compression == Compression::PerMessageDeflate;
+        let encoding = if rsv1 {
+            Encoding::Deflated
+        } else {
+            Encoding::Plain
+        };
+        let verdict = if h.rsv != 0 && !deflate {
+            // §5.2: "MUST be 0 unless an extension is negotiated"; none was.
             violation("RSV bits set without a negotiated extension")
+        } else if h.rsv & 0b011 != 0 {
+            // permessage-deflate defines RSV1 only.
+            violation("RSV2 or RSV3 set")
+        } else if rsv1 && h.opcode.is_control() {
+            // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of
+            // control frames".
+            violation("RSV1 set on a control frame")
+        } else if rsv1 && h.opcode == OpCode::Continue {
+            // RFC 7692 §6.1: the bit is set "on the first frame of the message" only.
+            violation("RSV1 set on a continuation frame")
         } else if h.mask.is_none() && self.role == Role::Server {
             // §5.1: "a client MUST mask all frames that it sends to the server".
             violation("client frame is not masked")
@@ -397,12 +473,14 @@ impl MessageDecoder {
                     violation("continuation frame without a message to continue")
                 }
                 // §5.4: fragments of one message are not interleaved with another message.
-                (OpCode::Text | OpCode::Binary, State::Fragmented(_)) => {
+                (OpCode::Text | OpCode::Binary, State::Fragmented(..)) => {
                     violation("new data frame while a fragmented message is open")
                 }
-                (OpCode::Continue, State::Fragmented(kind)) => self.check_size(h.len, kind),
-                (OpCode::Text, _) => self.check_size(h.len, DataKind::Text),
-                (OpCode::Binary, _) => self.check_size(h.len, DataKind::Binary),
+                (OpCode::Continue, State::Fragmented(kind, open)) => {
+                    self.check_size(h.len, (kind, open))
+                }
+                (OpCode::Text, _) => self.check_size(h.len, (DataKind::Text, encoding)),
+                (OpCode::Binary, _) => self.check_size(h.len, (DataKind::Binary, encoding)),
                 (_, State::Failed(err)) => Err(err),
             }
         };
@@ -411,13 +489,23 @@ impl MessageDecoder {
 
     /// §10.4: refuse, from the header alone, a frame that would take the message past the
     /// limit — before a byte of it is buffered.
-    fn check_size(&self, len: u64, kind: DataKind) -> Result<Option<DataKind>, DecodeError> {
-        let so_far = if matches!(self.state, State::Fragmented(_)) {
+    /// A compressed message is bounded by the same limit before it is inflated (and its
+    /// inflated size again while inflating).
+    fn check_size(
+        &self,
+        len: u64,
+        kind: (DataKind, Encoding),
+    ) -> Result<Option<(DataKind, Encoding)>, DecodeError> {
+        let so_far = if matches!(self.state, State::Fragmented(..)) {
             self.assembled.len()
         } else {
             0
         };
-        let room = self.max_message.saturating_sub(so_far) as u64;
+        let limit = match kind.1 {
+            Encoding::Plain => self.max_message,
+            Encoding::Deflated => compressed_bound(self.max_message),
+        };
+        let room = limit.saturating_sub(so_far) as u64;
         if len > room {
             Err(DecodeError {
                 code: CloseCode::TOO_BIG,
@@ -445,6 +533,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<(u16, String)>),
+        Compressed(DataKind, Vec<u8>),
     }
 
     impl From<Message<'_>> for Owned {
@@ -455,6 +544,7 @@ mod tests {
                 Message::Ping(b) => Owned::Ping(b.to_vec()),
                 Message::Pong(b) => Owned::Pong(b.to_vec()),
                 Message::Close(c) => Owned::Close(c.map(|(code, r)| (code.0, r.to_owned()))),
+                Message::Compressed(kind, b) => Owned::Compressed(kind, b.to_vec()),
             }
         }
     }
@@ -553,6 +643,87 @@ mod tests {
             client_frame(false, OpCode::Text, b"ok"),
             client_frame(true, OpCode::Continue, &[0xf0, 0x9d]),
         ].concat() => 1007;
+    }
+
+    /// A masked client frame with RSV1 set.
+    fn rsv1_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut f = client_frame(fin, opcode, payload);
+        f[0] |= 0x40;
+        f
+    }
+
+    fn deflate_decode(wire: &[u8]) -> (Vec<Owned>, Result<usize, DecodeError>) {
+        let mut dec =
+            MessageDecoder::new(Role::Server).with_compression(Compression::PerMessageDeflate);
+        decode_all(&mut dec, wire)
+    }
+
+    #[test]
+    fn rfc7692_6_1_rsv1_marks_a_whole_message_compressed() {
+        let wire = [
+            rsv1_frame(true, OpCode::Text, b"\xf2\x48"),
+            rsv1_frame(false, OpCode::Binary, b"ab"),
+            client_frame(true, OpCode::Ping, b"p"),
+            client_frame(false, OpCode::Continue, b"cd"),
+            client_frame(true, OpCode::Continue, b"e"),
+            client_frame(true, OpCode::Text, "plain é".as_bytes()),
+        ]
+        .concat();
+        let (msgs, end) = deflate_decode(&wire);
+        assert_eq!(
+            msgs,
+            [
+                // Not UTF-8, but compressed text is only checked once inflated.
+                Owned::Compressed(DataKind::Text, b"\xf2\x48".to_vec()),
+                Owned::Ping(b"p".to_vec()),
+                Owned::Compressed(DataKind::Binary, b"abcde".to_vec()),
+                Owned::Text("plain é".into()),
+            ]
+        );
+        assert_eq!(end, Ok(0));
+    }
+
+    macro_rules! deflate_violations {
+        ($($name:ident: $wire:expr => $code:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let wire: Vec<u8> = $wire;
+                assert_eq!(deflate_decode(&wire).1.err().map(|e| e.code.0), Some($code));
+            }
+        )*};
+    }
+
+    deflate_violations! {
+        rfc7692_6_1_rsv1_on_a_continuation: [
+            client_frame(false, OpCode::Text, b"a"),
+            rsv1_frame(true, OpCode::Continue, b"b"),
+        ].concat() => 1002;
+        rfc7692_6_1_rsv1_on_a_continuation_of_a_compressed_message: [
+            rsv1_frame(false, OpCode::Text, b"a"),
+            rsv1_frame(true, OpCode::Continue, b"b"),
+        ].concat() => 1002;
+        rfc7692_6_1_rsv1_on_ping: rsv1_frame(true, OpCode::Ping, b"") => 1002;
+        rfc7692_6_1_rsv1_on_close: rsv1_frame(true, OpCode::Close, b"") => 1002;
+        rfc7692_6_rsv2_still_refused: {
+            let mut f = client_frame(true, OpCode::Text, b"a");
+            f[0] |= 0x20;
+            f
+        } => 1002;
+        rfc7692_compressed_message_bounded_before_inflating: {
+            let mut head = Vec::new();
+            let len = compressed_bound(DEFAULT_MAX_MESSAGE) + 1;
+            encode_header(true, OpCode::Binary, len as u64, Some(KEY), &mut head);
+            head[0] |= 0x40;
+            head
+        } => 1009;
+    }
+
+    #[test]
+    fn rfc6455_5_2_rsv1_without_the_extension_is_1002() {
+        assert_eq!(
+            error_code(&rsv1_frame(true, OpCode::Text, b"a")),
+            Some(1002)
+        );
     }
 
     #[test]

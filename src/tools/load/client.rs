@@ -731,6 +731,8 @@ impl LoadClient {
                     cx.close(id);
                     return data.len();
                 }
+                // The load generator offers no extension, so its decoder never yields one.
+                Some(Message::Compressed(..)) => Err("ws: compressed message not negotiated"),
                 Some(Message::Text(t)) => self.check_ws_payload(
                     t.as_bytes(),
                     true,
