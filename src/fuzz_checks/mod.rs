@@ -36,7 +36,6 @@ pub mod tls;
 pub mod ws_frame;
 #[cfg(feature = "websocket")]
 pub mod ws_handshake;
-// Not in `TARGETS` yet: fuzz/Cargo.toml does not declare the ws_inflate target.
 #[cfg(feature = "ws-deflate")]
 pub mod ws_inflate;
 #[cfg(feature = "websocket")]
@@ -67,6 +66,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ws_frame", ws_frame::check),
     #[cfg(feature = "websocket")]
     ("ws_handshake", ws_handshake::check),
+    #[cfg(feature = "ws-deflate")]
+    ("ws_inflate", ws_inflate::check),
     #[cfg(feature = "websocket")]
     ("ws_message", ws_message::check),
 ];

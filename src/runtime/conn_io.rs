@@ -25,6 +25,7 @@ enum Via {
     /// Plaintext: one `writev` of this many queue pieces.
     Pieces(usize),
     /// TLS: the sealed ciphertext, one buffer.
+    #[cfg(feature = "tls")]
     Tls,
 }
 
@@ -33,6 +34,7 @@ impl Via {
     fn suffix(self) -> &'static str {
         match self {
             Via::Pieces(_) => "",
+            #[cfg(feature = "tls")]
             Via::Tls => " (TLS)",
         }
     }
@@ -42,6 +44,7 @@ impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Via::Pieces(count) => write!(f, " in {count} pieces"),
+            #[cfg(feature = "tls")]
             Via::Tls => f.write_str(" (TLS)"),
         }
     }
