@@ -140,11 +140,13 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_nofile();
     // A backlog far larger than what the kernel buffers hold (~1 MiB per client here), and a
-    // deadline by which the kernel-buffered part (~1 GiB in all), but never the whole backlog
-    // (8 GiB), can be read, even by this debug-built client on a busy machine.
+    // deadline by which the kernel-buffered part (~1 GiB in all) can be read even by this
+    // debug-built client on a busy machine (7–11 s on a quiet one; over 20 s was seen with
+    // four builds beside it). That the 1001 came next, not behind the backlog, is held by
+    // what the clients read before it: the kernel-buffered part, never the 8 MiB backlog each.
     let mut server = Server::http_only(&[
         "--shutdown-timeout",
-        "20",
+        "60",
         "--ws-ping",
         "0",
         "--ws-max-pending",
@@ -174,7 +176,7 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     }
     let signalled = Instant::now();
     server.signal(libc::SIGTERM);
-    let deadline = signalled + Duration::from_secs(40);
+    let deadline = signalled + Duration::from_secs(90);
     let mut exited = None;
     loop {
         let done = subs.iter_mut().map(|s| s.poll() as usize).sum::<usize>();
@@ -184,7 +186,7 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
         if done == CLIENTS {
             break;
         }
-        assert!(Instant::now() < deadline, "{done} clients done after 40 s");
+        assert!(Instant::now() < deadline, "{done} clients done after 90 s");
     }
     let mut codes = std::collections::BTreeMap::new();
     for s in &subs {
@@ -197,18 +199,21 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     }
     let read: Vec<usize> = subs.iter().map(|s| s.after_signal).collect();
     let max_read = read.iter().max().copied().unwrap_or(0);
-    eprintln!(
-        "outcomes {codes:?}; bytes read before the close: max {max_read}, mean {}",
-        read.iter().sum::<usize>() / CLIENTS
-    );
+    let mean_read = read.iter().sum::<usize>() / CLIENTS;
+    eprintln!("outcomes {codes:?}; bytes read before the close: max {max_read}, mean {mean_read}");
     assert_eq!(
         codes.get("1001"),
         Some(&CLIENTS),
         "every client gets 1001: {codes:?}"
     );
+    // Queued behind the backlog, the 1001 would come after all 8 MiB of it for every client.
+    assert!(
+        mean_read < 6 << 20,
+        "the 1001 waited behind the backlog: {mean_read} bytes read before it, on average"
+    );
     let took = exited.unwrap_or_else(|| exit_time(&mut server, signalled));
     eprintln!(
-        "exit {:.3} s after SIGTERM with --shutdown-timeout 20",
+        "exit {:.3} s after SIGTERM with --shutdown-timeout 60",
         took.as_secs_f64()
     );
     let status = server.wait_exit(IO_TIMEOUT).expect("exited");
@@ -216,16 +221,16 @@ fn every_websocket_client_behind_a_backlog_gets_1001_and_the_exit_is_on_time() {
     // The loop ends at the deadline at the latest (the next test holds it to that); here the
     // clients' own reading sets the pace, and a loaded machine slows it: a loose bound.
     assert!(
-        took < Duration::from_secs(25),
-        "no exit 5 s past the 20 s deadline: {took:?}"
+        took < Duration::from_secs(65),
+        "no exit 5 s past the 60 s deadline: {took:?}"
     );
 }
 
 /// How long after `signalled` the server exits (polled every millisecond).
 fn exit_time(server: &mut Server, signalled: Instant) -> Duration {
-    let limit = signalled + Duration::from_secs(20);
+    let limit = signalled + Duration::from_secs(70);
     while server.alive() {
-        assert!(Instant::now() < limit, "no exit 20 s after SIGTERM");
+        assert!(Instant::now() < limit, "no exit 70 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(1));
     }
     signalled.elapsed()
