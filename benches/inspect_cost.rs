@@ -130,22 +130,7 @@ fn cpu_secs(pid: u32) -> f64 {
     if found {
         return ns as f64 / 1e9;
     }
-    stat_cpu_secs(pid)
-}
-
-/// CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
-fn stat_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = after_name
-        .split(' ')
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[0] + f[1]) as f64 / hz
+    common::proc_cpu_secs(pid)
 }
 
 /// The pid of the server itself (taskset execs it, so the child's pid is the server's).

@@ -22,6 +22,7 @@
 //! (Debian: `apt-get install wrk`) it prints a notice and exits 0.
 
 mod common;
+use common::pin;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -29,20 +30,6 @@ use std::process::{Command, Stdio};
 /// The CPU the server is pinned to, and the one the clients are.
 const SERVER_CPU: usize = 1;
 const CLIENT_CPU: usize = 0;
-
-/// Pins `pid` (0: this process) to `cpu`.
-fn pin(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
-    // sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// `cmd`, pinned to the client CPU when pinning is on.
 fn client(mut cmd: Command, pinned: bool) -> Command {

@@ -43,19 +43,9 @@ impl ServerProcess {
         Self::spawn(cmd)
     }
 
-    /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+    /// CPU seconds (user + system) the process has used so far.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = after_name
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|x| x.parse().unwrap())
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (f[0] + f[1]) as f64 / hz
+        common::proc_cpu_secs(self.0.id())
     }
 
     fn spawn(mut cmd: Command) -> ServerProcess {

@@ -21,11 +21,11 @@
 
 mod common;
 
-use common::env_num;
-use common::ws_client::write_all;
+use common::ws_client::{self, write_all};
+use common::{env_num, pin};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -66,19 +66,6 @@ async def main():
 asyncio.run(main())
 "#;
 
-fn pin(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
-    // sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// A server process, killed on drop.
 struct Server(Child, SocketAddr);
 
@@ -114,19 +101,9 @@ impl Server {
         Some(Self::start(cmd, pinned))
     }
 
-    /// CPU seconds (user + system) used so far, from /proc/PID/stat.
+    /// CPU seconds (user + system) used so far.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = after_name
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|x| x.parse().unwrap())
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (f[0] + f[1]) as f64 / hz
+        common::proc_cpu_secs(self.0.id())
     }
 
     /// Resident set size in bytes, from /proc/PID/statm.
@@ -215,41 +192,8 @@ fn chat(seq: u64) -> Vec<u8> {
 /// Reads what is there; returns (bytes read, whole frames). Frames that are not complete
 /// stay in `buf`.
 fn drain(s: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> (u64, u64) {
-    let mut bytes = 0;
-    loop {
-        match s.read(scratch) {
-            Ok(0) => panic!("server closed a connection"),
-            Ok(n) => {
-                bytes += n as u64;
-                buf.extend_from_slice(&scratch[..n]);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    let (mut at, mut frames) = (0, 0);
-    loop {
-        let rest = &buf[at..];
-        if rest.len() < 2 {
-            break;
-        }
-        let (len, head) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => (
-                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => break,
-            n => (n as usize, 2),
-        };
-        if rest.len() < head + len {
-            break;
-        }
-        at += head + len;
-        frames += 1;
-    }
-    buf.drain(..at);
+    let mut frames = 0;
+    let bytes = ws_client::drain(s, buf, scratch, |_| frames += 1);
     (bytes, frames)
 }
 

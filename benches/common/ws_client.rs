@@ -76,17 +76,22 @@ pub fn write_all(s: &mut TcpStream, mut bytes: &[u8]) {
     }
 }
 
-/// Reads what is there; calls `on_frame(payload)` for every whole server frame.
+/// Reads what is there; calls `on_frame(payload)` for every whole server frame (frames not
+/// yet complete stay in `buf`). Returns the bytes read from the socket.
 pub fn drain(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
     scratch: &mut [u8],
     mut on_frame: impl FnMut(&[u8]),
-) {
+) -> u64 {
+    let mut bytes = 0;
     loop {
         match s.read(scratch) {
             Ok(0) => panic!("server closed a connection"),
-            Ok(n) => buf.extend_from_slice(&scratch[..n]),
+            Ok(n) => {
+                bytes += n as u64;
+                buf.extend_from_slice(&scratch[..n]);
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e}"),
@@ -114,6 +119,7 @@ pub fn drain(
         at += head + len;
     }
     buf.drain(..at);
+    bytes
 }
 
 /// The decimal number in `payload[from..from + len]`.
