@@ -10,7 +10,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -323,25 +323,6 @@ fn sigterm_sends_close_notify_to_every_tls_client_and_exits_0() {
     }
 }
 
-/// `serve ARGS` (with the tests' port-0 listeners) that must fail at start-up: exit 2, no
-/// stdout, and exactly one stderr line, containing `needle`.
-fn refused(args: &[&str], needle: &str) {
-    let mut all = vec!["--http", "127.0.0.1:0", "--line", "off", "--hello", "off"];
-    all.extend_from_slice(args);
-    let out = Command::new(BIN)
-        .arg("serve")
-        .args(&all)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(out.stdout.is_empty(), "{args:?} printed {:?}", out.stdout);
-    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-}
-
 #[test]
 fn bad_certificate_and_key_files_fail_at_startup_naming_the_file() {
     let certs = Certs::new(KeyKind::EcdsaP256);
@@ -352,19 +333,19 @@ fn bad_certificate_and_key_files_fail_at_startup_naming_the_file() {
     let missing = certs.file("missing.pem");
     let missing = missing.to_str().unwrap();
     // A missing certificate, a missing key.
-    refused(&["--tls-cert", missing, "--tls-key", key], missing);
-    refused(&["--tls-cert", cert, "--tls-key", missing], missing);
+    serve_refused(&["--tls-cert", missing, "--tls-key", key], missing);
+    serve_refused(&["--tls-cert", cert, "--tls-key", missing], missing);
     // Unreadable: a directory where a file belongs (root reads any file, so no chmod).
     let dir = certs.file("");
     let dir = dir.to_str().unwrap();
-    refused(&["--tls-cert", dir, "--tls-key", key], dir);
+    serve_refused(&["--tls-cert", dir, "--tls-key", key], dir);
     // A file with no certificate, and one with no key (each given the other's file).
-    refused(&["--tls-cert", key, "--tls-key", key], "no certificate");
-    refused(&["--tls-cert", cert, "--tls-key", cert], "no private key");
+    serve_refused(&["--tls-cert", key, "--tls-key", key], "no certificate");
+    serve_refused(&["--tls-cert", cert, "--tls-key", cert], "no private key");
     // A key that does not match the certificate.
     let wrong = other.key();
     let wrong = wrong.to_str().unwrap();
-    refused(
+    serve_refused(
         &["--tls-cert", cert, "--tls-key", wrong],
         &format!("{wrong}: the key does not match the certificate in {cert}"),
     );
@@ -386,15 +367,15 @@ fn bad_certificate_and_key_files_fail_at_startup_naming_the_file() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let enc = enc.to_str().unwrap();
-        refused(
+        serve_refused(
             &["--tls-cert", cert, "--tls-key", enc],
             &format!("{enc}: the key is encrypted"),
         );
     }
     // Half a pair, and --line-tls without one.
-    refused(
+    serve_refused(
         &["--tls-cert", cert],
         "--tls-cert and --tls-key go together",
     );
-    refused(&["--line-tls"], "--line-tls needs --tls-cert");
+    serve_refused(&["--line-tls"], "--line-tls needs --tls-cert");
 }

@@ -14,7 +14,7 @@ mod support;
 
 use miniz_oxide::deflate::compress_to_vec;
 use miniz_oxide::inflate::decompress_to_vec;
-use support::{connect, upgrade_request, RawClient, Server};
+use support::{connect, serve_refused, upgrade_request, RawClient, Server};
 
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
 const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
@@ -290,22 +290,6 @@ fn ws_deflate_flag_values_are_checked_before_listening() {
         (&["--ws-deflate", "maybe"][..], "is not on or off"),
         (&["--ws-deflate-min", "-1"][..], "--ws-deflate-min"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_readyloop"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--line",
-                "off",
-                "--hello",
-                "off",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(out.stdout.is_empty(), "{args:?} printed a listening line");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        serve_refused(args, want);
     }
 }

@@ -73,6 +73,23 @@ pub fn spawn_serve(args: &[&str]) -> Child {
         .expect("spawn readyloop serve")
 }
 
+/// `serve ARGS`, after the tests' port-0 HTTP listener and with line and hello off, that must
+/// fail at start-up: exit 2, no stdout (so no `listening` line), and exactly one stderr line,
+/// containing `needle`.
+pub fn serve_refused(args: &[&str], needle: &str) {
+    let mut all = vec!["--http", "127.0.0.1:0", "--line", "off", "--hello", "off"];
+    all.extend_from_slice(args);
+    let out = serve_command(&all)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run readyloop serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} printed {:?}", out.stdout);
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+}
+
 impl Server {
     /// `readyloop serve` on three port-0 listeners, plus `extra` flags (later flags win).
     pub fn start(extra: &[&str]) -> Server {
