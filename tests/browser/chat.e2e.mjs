@@ -8,7 +8,7 @@
 // The server binary is $READYLOOP_BIN or target/debug/readyloop; Chromium is $CHROMIUM or
 // /usr/bin/chromium (Debian's package). Leaves a screenshot at target/chat.png.
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +18,6 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = process.env.READYLOOP_BIN ?? join(root, "target/debug/readyloop");
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const tls = process.argv.includes("--tls");
 const screenshot = join(root, tls ? "target/chat-tls.png" : "target/chat.png");
 const PREFIX = "📢 새로운 알림: ";
@@ -65,16 +64,7 @@ async function main() {
   let browser;
   try {
     const addr = await addrPromise;
-    browser = await chromium.launch({
-      executablePath,
-      headless: true,
-      args: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        ...(tls ? ["--ignore-certificate-errors"] : []),
-      ],
-      timeout: 30000,
-    });
+    browser = await launchChromium(tls ? ["--ignore-certificate-errors"] : []);
     // Two contexts: two independent browser sessions, as two users would be.
     const pages = [];
     for (let i = 0; i < 2; i++) {

@@ -9,7 +9,7 @@
 // The binary is $READYLOOP_BIN or target/debug/readyloop; Chromium is $CHROMIUM or
 // /usr/bin/chromium (Debian's package).
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { spawn } from "node:child_process";
 import { mkdirSync, existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -18,7 +18,6 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = process.env.READYLOOP_BIN ?? join(root, "target/debug/readyloop");
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const report = join(root, "target/load-report.html");
 const screenshot = join(root, "target/load-report.png");
 
@@ -69,13 +68,7 @@ async function main() {
     if (!existsSync(report)) throw new Error(`no report at ${report}`);
     if (/<script/i.test(readFileSync(report, "utf8"))) throw new Error("the report has a script");
 
-    browser = await chromium.launch({
-      executablePath,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-      timeout: 30000,
-    });
+    browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 940, height: 900 } });
     const url = pathToFileURL(report).href;
     const fetched = [];

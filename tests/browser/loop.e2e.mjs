@@ -10,7 +10,7 @@
 // /usr/bin/chromium. Leaves a screenshot at target/loop-page.png; with --update-docs also at
 // docs/img/loop-page.png, the one docs/guide.md shows.
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { connect } from "node:net";
@@ -20,7 +20,6 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const binary = process.env.READYLOOP_BIN ?? join(root, "target/debug/readyloop");
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const screenshot = join(root, "target/loop-page.png");
 const docsShot = join(root, "docs/img/loop-page.png");
 
@@ -75,13 +74,7 @@ async function main() {
   const sockets = [];
   try {
     const addrs = await ready;
-    browser = await chromium.launch({
-      executablePath,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-      timeout: 30000,
-    });
+    browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
     const page = await context.newPage();
     page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
