@@ -40,6 +40,10 @@
 //! alternating within each round (A B C D A B C D ...); the table shows the median per server
 //! and the spread (min–max over rounds) of each ratio.
 //!
+//! **Before and after**: `BENCH_BEFORE=/path/to/an/older/readyloop` adds that binary (default
+//! flags) to every round, and a second table of the new build's CPU per operation over the
+//! older one's: a change's figure before and after, measured in one run.
+//!
 //! Output: Markdown on stdout and in `target/bench-at-floor.md`. Run:
 //! `cargo bench --bench at_floor` (or `BENCH_PATHS=line1,line16 cargo bench --bench at_floor`).
 
@@ -158,6 +162,8 @@ const PATHS: &[PathSpec] = &[
 /// The servers of one path, in the order they run within a round.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
+    /// `BENCH_BEFORE`'s binary, default flags.
+    Before,
     ReadyloopDefault,
     ReadyloopWarn,
     Floor,
@@ -168,6 +174,7 @@ enum Kind {
 impl Kind {
     fn label(self) -> &'static str {
         match self {
+            Kind::Before => "readyloop before (BENCH_BEFORE, default flags)",
             Kind::ReadyloopDefault => "readyloop (default: INFO)",
             Kind::ReadyloopWarn => "readyloop (RUST_LOG=warn)",
             Kind::Floor => "floor (raw epoll)",
@@ -175,6 +182,13 @@ impl Kind {
             Kind::Nginx => "nginx (1 worker)",
         }
     }
+}
+
+/// `BENCH_BEFORE`: an older readyloop binary to measure beside this one.
+fn before_bin() -> Option<PathBuf> {
+    std::env::var_os("BENCH_BEFORE")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The CPUs of this machine: the server takes the last, clients CPU 0; `None` with one CPU.
@@ -285,9 +299,13 @@ fn spawn_server(mut cmd: Command, dir: Option<TempDir>) -> Server {
 
 fn start(kind: Kind, path: &PathSpec, response: &Path) -> Option<Server> {
     match kind {
-        Kind::ReadyloopDefault | Kind::ReadyloopWarn => {
+        Kind::Before | Kind::ReadyloopDefault | Kind::ReadyloopWarn => {
             let dir = TempDir::new("uploads");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyloop"));
+            let mut cmd = match (kind, before_bin()) {
+                (Kind::Before, Some(bin)) => Command::new(bin),
+                (Kind::Before, None) => return None,
+                _ => Command::new(env!("CARGO_BIN_EXE_readyloop")),
+            };
             cmd.arg("serve");
             for l in ["line", "http", "hello"] {
                 let addr = if l == path.listener {
@@ -536,6 +554,9 @@ fn run_path(path: &PathSpec, rounds: usize, warm: u64, secs: u64) -> (String, Ve
     if path.nginx {
         kinds.push(Kind::Nginx);
     }
+    if before_bin().is_some() {
+        kinds.insert(0, Kind::Before);
+    }
     let response_dir = TempDir::new("response");
     let response_file = response_dir.0.join("response");
     if path.listener == "http" {
@@ -696,6 +717,7 @@ fn main() {
         })
         .collect();
     let mut rows = Vec::new();
+    let mut before_rows = Vec::new();
     let mut detail = Vec::new();
     for path in paths {
         let (client, figures) = run_path(path, rounds, warm, secs);
@@ -707,6 +729,15 @@ fn main() {
             get(Kind::Tokio).unwrap(),
         );
         let nginx = get(Kind::Nginx);
+        if let Some(b) = get(Kind::Before) {
+            before_rows.push(format!(
+                "| {} | {} | {} | {} |",
+                path.what,
+                fmt_ns(median(&b.ns_per_op)),
+                fmt_ns(median(&def.ns_per_op)),
+                ratio(def, b)
+            ));
+        }
         rows.push(format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             path.what,
@@ -740,11 +771,20 @@ fn main() {
         Some((server, client)) => format!("server pinned to CPU {server}, client to CPU {client}"),
         None => "one CPU: nothing pinned".into(),
     };
+    let before = match before_bin() {
+        Some(bin) if !before_rows.is_empty() => format!(
+            "### This build against `{}` (default flags, same rounds)\n\n\
+             | path | before | after | after / before |\n|---|---:|---:|---:|\n{}\n\n",
+            bin.display(),
+            before_rows.join("\n")
+        ),
+        _ => String::new(),
+    };
     let report = format!(
         "## At the floor: server CPU per operation (ns), median of {rounds} rounds × {secs} s\n\n\
          {pinning}; readyloop's ratios against each baseline, medians with the per-round spread.\n\n\
          | path | readyloop default | readyloop warn | floor | tokio | nginx | default / floor | warn / floor | default / tokio | warn / tokio | default / nginx |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n\n{before}\
          ### Per round\n\n\
          | path | client | server | ns per op, each round | ops/s (median) | notes |\n\
          |---|---|---|---|---:|---|\n{}\n",

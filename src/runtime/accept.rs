@@ -379,10 +379,13 @@ impl Acceptor {
         if log::log_enabled!(target: IO, Level::Trace) {
             core.peers.insert(id.key, peer);
         }
-        trace!(target: IO, "{} accepted on {} (interest R)", core.who(id.key), self.listeners[index].name);
+        trace!(target: IO, "{} accepted on {}", core.who(id.key), self.listeners[index].name);
         with_conn(handler, core, states, id, |h, cx, conn| h.on_open(cx, conn));
-        // Data may already be waiting (the client wrote right after connecting); the
-        // registration reports it as an event, so there is no need to read here.
+        // Into the poll, now that `on_open` has said what the connection is for (one that
+        // closes at once waits for no event: see `Core::insert`). Data may already be waiting
+        // (the client wrote right after connecting); the registration reports it as an event,
+        // so there is no need to read here.
+        core.update_interest(id.key);
     }
 }
 

@@ -657,6 +657,56 @@ impl<H: Handler> ConnIo<'_, H> {
         }
     }
 
+    /// A closing connection's queue is flushed: close it. A `close` while unread input sits
+    /// in the socket's receive queue makes the kernel send a reset instead of a FIN, and a
+    /// reset can destroy the reply still on its way to the peer; so the loop looks first. The
+    /// peer's EOF already seen, or nothing waiting (one `read` says `WouldBlock`): close now,
+    /// and the kernel sends what is queued, then the FIN (nginx closes at once too when nothing
+    /// suggests more input). Input waiting: the peer is still talking, so send the FIN alone
+    /// and read and discard until its EOF (`linger`).
+    fn close_or_linger(&mut self, key: usize) {
+        let c = &self.core.conns[key];
+        if !c.has(flags::EOF) {
+            let mut probe = [0u8; 64];
+            match c.stream.read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(target: IO, "{} read WouldBlock: nothing unread, close without lingering",
+                        self.core.who(key));
+                }
+                Ok(0) => trace!(target: IO, "{} read EOF", self.core.who(key)),
+                Ok(n) => {
+                    self.core.stats.bytes_read += n as u64;
+                    trace!(target: IO, "{} discarded {n} bytes (closing)", self.core.who(key));
+                    return self.linger(key);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return self.linger(key),
+                Err(e) => {
+                    debug!("{} read failed: {e}", self.core.who(key));
+                    self.core
+                        .close_now(key, None, CloseReason::PeerGone(e.kind()));
+                    return;
+                }
+            }
+        }
+        self.core.close_now(key, None, CloseReason::Done);
+    }
+
+    /// The lingering close: FIN now (`shutdown(write)`), then read and discard until the
+    /// peer's EOF or `linger_timeout`, so that input still coming cannot turn the close into a
+    /// reset.
+    fn linger(&mut self, key: usize) {
+        let c = &mut self.core.conns[key];
+        let _ = c.stream.shutdown_write();
+        c.phase = Phase::Lingering;
+        trace!(target: IO, "{} shutdown(write): FIN sent, lingering", self.core.who(key));
+        let linger = self.core.config.linger_timeout;
+        self.core.set_timer_raw(key, linger);
+        // Registers it if it never was (see `Core::insert`): lingering waits for the EOF.
+        self.core.update_interest(key);
+        // More input may be waiting, with no new edge to report it.
+        self.core.schedule_read(key);
+    }
+
     /// The kernel refused part of the queue. This, not the size of a queue that no flush has
     /// offered to the socket yet, is what makes a connection slow: a burst queued for everyone
     /// in one iteration says nothing about any one reader.
@@ -704,20 +754,7 @@ impl<H: Handler> ConnIo<'_, H> {
         self.core.update_interest(key);
         let c = &mut self.core.conns[key];
         match c.phase {
-            Phase::Closing => {
-                let eof = c.has(flags::EOF);
-                let _ = c.stream.shutdown_write();
-                trace!(target: IO, "{} shutdown(write): FIN sent", self.core.who(key));
-                if eof {
-                    self.core.close_now(key, None, CloseReason::Done);
-                } else {
-                    self.core.conns[key].phase = Phase::Lingering;
-                    let linger = self.core.config.linger_timeout;
-                    self.core.set_timer_raw(key, linger);
-                    // The peer's EOF may already be waiting, with no new edge to report it.
-                    self.core.schedule_read(key);
-                }
-            }
+            Phase::Closing => self.close_or_linger(key),
             Phase::Open if was_blocked => {
                 self.call(key, |h, cx, conn| h.on_drained(cx, conn));
             }

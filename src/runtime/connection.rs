@@ -21,10 +21,12 @@ pub enum Phase {
     Connecting,
     /// Reading and writing; data goes to the handler.
     Open,
-    /// The handler asked to close: flush what is queued, then send FIN. Reads are discarded.
+    /// The handler asked to close: flush what is queued, then close, or linger if the peer
+    /// is still sending (`ConnIo::close_or_linger`). Reads are discarded.
     Closing,
-    /// FIN sent; read and discard until the peer's EOF (or a timer), so that unread input does
-    /// not turn our close into a reset that destroys the reply in flight (nginx' lingering close).
+    /// FIN sent while input was still arriving; read and discard until the peer's EOF (or a
+    /// timer), so that unread input does not turn our close into a reset that destroys the
+    /// reply in flight (nginx' lingering close).
     Lingering,
     /// Done; the slab entry is freed at the end of this loop iteration.
     Closed,
@@ -34,6 +36,9 @@ pub enum Phase {
 pub const READABLE: u8 = 1;
 /// See `READABLE`.
 pub const WRITABLE: u8 = 2;
+/// No interest: the socket is not in the poll yet (an accepted connection until its handler's
+/// `on_open` has run; see `Core::insert`).
+pub const UNREGISTERED: u8 = 0;
 
 /// Bit flags of a connection.
 pub mod flags {

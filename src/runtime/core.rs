@@ -14,7 +14,9 @@
 use super::addr::Addr;
 use super::budget::InputBudget;
 use super::config::{Config, Stats};
-use super::connection::{flags, interest_name, Buffers, Connection, Phase, READABLE, WRITABLE};
+use super::connection::{
+    flags, interest_name, Buffers, Connection, Phase, READABLE, UNREGISTERED, WRITABLE,
+};
 use super::handle::Handle;
 use super::id::{CloseReason, ConnId, ListenerId};
 use super::out_queue::{Chunk, OutQueue};
@@ -142,7 +144,10 @@ impl<M> Core<M> {
             .filter(|c| c.gen == id.gen && matches!(c.phase, Phase::Open | Phase::Connecting))
     }
 
-    /// Puts a freshly accepted or connecting socket in the slab, registered for `interest`.
+    /// Puts a freshly accepted or connecting socket in the slab. A connecting one is
+    /// registered at once (its completion is an event); an accepted one is registered by
+    /// `update_interest` once the handler's `on_open` has run, so that a connection the handler
+    /// closes right away (hello: greet, close) costs no `epoll_ctl` at all.
     pub(crate) fn insert(
         &mut self,
         mut stream: Socket,
@@ -151,11 +156,14 @@ impl<M> Core<M> {
     ) -> io::Result<ConnId> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let (bits, interest) = match phase {
-            Phase::Connecting => (READABLE | WRITABLE, Interest::READABLE | Interest::WRITABLE),
-            _ => (READABLE, Interest::READABLE),
+        let bits = match phase {
+            Phase::Connecting => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                self.registry.register(&mut stream, Token(key), interest)?;
+                READABLE | WRITABLE
+            }
+            _ => UNREGISTERED,
         };
-        self.registry.register(&mut stream, Token(key), interest)?;
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1);
         let mut conn = Connection::new(stream, gen, listener);
@@ -396,7 +404,8 @@ impl<M> Core<M> {
     }
 
     /// Re-registers only when the wanted interest differs from what the poll has: a
-    /// `reregister` is a syscall, and most writes never change the interest.
+    /// `reregister` is a syscall, and most writes never change the interest. Registers a
+    /// connection that is not yet (`UNREGISTERED`, see `insert`).
     pub(crate) fn update_interest(&mut self, key: usize) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -408,24 +417,34 @@ impl<M> Core<M> {
         if want == c.interest {
             return;
         }
+        let registered = c.interest != UNREGISTERED;
+        if !registered && c.phase == Phase::Closing && want & WRITABLE == 0 {
+            // Closing discards input, so until a write blocks there is no event to wait for.
+            return;
+        }
         let interest = match want {
             READABLE => Interest::READABLE,
             WRITABLE => Interest::WRITABLE,
             _ => Interest::READABLE | Interest::WRITABLE,
         };
         let before = c.interest;
-        match self
-            .registry
-            .reregister(&mut c.stream, Token(key), interest)
-        {
+        let done = if registered {
+            self.registry
+                .reregister(&mut c.stream, Token(key), interest)
+        } else {
+            self.registry.register(&mut c.stream, Token(key), interest)
+        };
+        match done {
             Ok(()) => {
                 c.interest = want;
-                self.stats.metrics.interest_changes_total += 1;
+                if registered {
+                    self.stats.metrics.interest_changes_total += 1;
+                }
                 trace!(target: IO, "{} interest {} -> {}", Who(key, &self.peers),
                     interest_name(before), interest_name(want));
             }
             Err(e) => {
-                warn!("{}: reregister failed: {e}", Who(key, &self.peers));
+                warn!("{}: epoll_ctl failed: {e}", Who(key, &self.peers));
                 self.close_now(key, None, CloseReason::PeerGone(e.kind()));
             }
         }

@@ -449,7 +449,10 @@ impl<H: Handler> EventLoop<H> {
                     None => self.core.stats.open_outgoing -= 1,
                 }
                 trace!(target: IO, "{} closed ({why:?})", self.core.who(key));
-                self.core.peers.remove(&key);
+                if !self.core.peers.is_empty() {
+                    // (Filled only while tracing: no hashing per close otherwise.)
+                    self.core.peers.remove(&key);
+                }
                 // Dropping the stream closes the fd, which also removes it from the epoll set
                 // (no other fd refers to the socket), so no `deregister` syscall is needed.
                 let id = ConnId { key, gen: c.gen };

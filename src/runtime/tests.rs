@@ -2,7 +2,7 @@
 //! driven one `run_once` at a time so each test can look at the loop's own bookkeeping between
 //! iterations (interest bits, slots, what was delivered in which iteration).
 
-use super::connection::{READABLE, WRITABLE};
+use super::connection::{Phase, READABLE, WRITABLE};
 use super::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,6 +22,8 @@ struct Probe {
     seen: Vec<Seen>,
     /// Bytes to queue for each connection when it opens.
     send_on_open: usize,
+    /// Close each connection as soon as it opens (after queuing `send_on_open`), as hello does.
+    close_on_open: bool,
     /// Abort every other open connection on the first data of any connection.
     abort_others: bool,
     /// The ids of the connections opened so far.
@@ -42,6 +44,9 @@ impl Handler for Probe {
         self.seen.push(Seen::Open(id.key()));
         if self.send_on_open > 0 {
             cx.send(id, vec![b'x'; self.send_on_open]);
+        }
+        if self.close_on_open {
+            cx.close(id);
         }
     }
 
@@ -241,4 +246,69 @@ fn the_read_budget_lets_another_connection_in() {
     );
     // The rest is read in the following iterations, without a new event.
     run_until(&mut ev, |ev| delivered(ev, big_key) == 64 * 1024);
+}
+
+fn closed(ev: &EventLoop<Probe>) -> Vec<CloseReason> {
+    ev.handler()
+        .seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Close(_, why) => Some(*why),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads until EOF; the bytes, or the error that ended the read instead (a reset).
+fn read_to_eof(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut got = Vec::new();
+    client.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+#[test]
+fn a_close_with_nothing_unread_is_immediate_and_delivers_the_reply() {
+    let probe = Probe {
+        send_on_open: 14,
+        close_on_open: true,
+        ..Probe::default()
+    };
+    let (mut ev, addr) = serve(probe, Config::default());
+    // A silent client that never closes its side: no lingering waits for its EOF.
+    let mut client = TcpStream::connect(addr).unwrap();
+    run_until(&mut ev, |ev| !closed(ev).is_empty());
+    assert_eq!(closed(&ev), [CloseReason::Done]);
+    assert!(ev.core.conns.is_empty());
+    assert_eq!(read_to_eof(&mut client).unwrap(), vec![b'x'; 14]);
+}
+
+#[test]
+fn a_close_with_input_waiting_lingers_until_the_peer_is_done() {
+    let probe = Probe {
+        send_on_open: 14,
+        close_on_open: true,
+        ..Probe::default()
+    };
+    let (mut ev, addr) = serve(probe, Config::default());
+    let mut client = TcpStream::connect(addr).unwrap();
+    // Input the server will never read, there before it accepts: closing now would reset.
+    client.write_all(b"typed ahead\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    run_until(&mut ev, |ev| opened(ev) == 1);
+    let key = ev.handler().ids[0].key();
+    run_until(&mut ev, |ev| ev.core.conns[key].phase == Phase::Lingering);
+    // The FIN came after the reply, and the server still reads (and drops) what comes.
+    client.shutdown(std::net::Shutdown::Write).ok();
+    let reader = std::thread::spawn(move || {
+        let got = read_to_eof(&mut client);
+        (client, got)
+    });
+    run_until(&mut ev, |ev| !closed(ev).is_empty());
+    assert_eq!(closed(&ev), [CloseReason::Done]);
+    let (_client, got) = reader.join().unwrap();
+    assert_eq!(
+        got.expect("no reset: the reply arrives whole"),
+        vec![b'x'; 14]
+    );
 }
