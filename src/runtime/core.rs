@@ -41,6 +41,11 @@ pub(crate) const LOOP_TIMER_OWNER: usize = usize::MAX;
 /// Emptied buffers kept for reuse: 64, each holding at most 64 KiB of input capacity and a
 /// 64 KiB output buffer, so the pool is bounded at a few MiB however many connections come and go.
 const SPARE_BUFFERS: usize = 64;
+/// Beyond those, up to this many more kept bare (no byte buffers, a deque of at most 8 chunks:
+/// ~250 B each, ~250 KiB in all). A broadcast lends buffers to every idle recipient at once;
+/// with only 64 in the pool, each further delivery cost two `malloc`s and two `free`s
+/// (benches/at_floor.rs, `/ws` broadcast to 1,000).
+const SPARE_BARE: usize = 1024;
 /// Input capacity over this (64 KiB) is freed rather than pooled.
 pub(crate) const SPARE_INBUF: usize = 64 * 1024;
 /// Spare buffers. The boxes themselves are what is pooled (a connection holds a `Box`), so
@@ -473,13 +478,18 @@ fn recycle(spare: &mut BufferPool, mut b: Box<Buffers>) {
     {
         b.tls = None;
     }
-    if spare.len() >= SPARE_BUFFERS {
+    debug_assert!(b.is_empty());
+    if spare.len() >= SPARE_BUFFERS + SPARE_BARE {
         return;
     }
-    debug_assert!(b.is_empty());
-    if b.inbuf.capacity() > SPARE_INBUF {
+    if spare.len() >= SPARE_BUFFERS {
         b.inbuf = Vec::new();
+        b.out.strip();
+    } else {
+        if b.inbuf.capacity() > SPARE_INBUF {
+            b.inbuf = Vec::new();
+        }
+        b.out.shrink();
     }
-    b.out.shrink();
     spare.push(b);
 }

@@ -213,6 +213,16 @@ impl OutQueue {
         self.spare = Vec::new();
     }
 
+    /// Frees the byte buffer, and a chunk deque grown past 8, for a queue kept bare in the
+    /// pool (`SPARE_BARE` in `core.rs`).
+    pub fn strip(&mut self) {
+        debug_assert!(self.is_empty());
+        if self.chunks.capacity() > 8 {
+            self.chunks = VecDeque::new();
+        }
+        self.spare = Vec::new();
+    }
+
     /// Frees storage beyond what is worth keeping in the loop's pool of spare queues.
     pub fn shrink(&mut self) {
         debug_assert!(self.is_empty());
