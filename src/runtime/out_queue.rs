@@ -145,6 +145,18 @@ impl OutQueue {
         self.chunks.push_back(Chunk::Owned(v));
     }
 
+    /// The unwritten bytes when they are one chunk (most flushes: a reply, a broadcast frame),
+    /// so the flush needs no `IoSlice` array.
+    pub fn only_slice(&self) -> Option<&[u8]> {
+        match self.chunks.len() {
+            1 => {
+                let bytes = self.chunks[0].as_bytes();
+                Some(&bytes[self.head_offset.min(bytes.len())..])
+            }
+            _ => None,
+        }
+    }
+
     /// Fills `iov` with the unwritten bytes, oldest first; returns how many slices were set.
     pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
         let mut n = 0;
@@ -243,6 +255,19 @@ mod tests {
         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
         let n = q.io_slices(&mut iov);
         iov[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn only_slice_is_the_unwritten_rest_of_a_lone_chunk() {
+        let mut q = OutQueue::default();
+        assert_eq!(q.only_slice(), None);
+        q.push(Chunk::Static(b"greeting"));
+        assert_eq!(q.only_slice(), Some(&b"greeting"[..]));
+        q.advance(3);
+        assert_eq!(q.only_slice(), Some(&b"eting"[..]));
+        q.push(Chunk::Static(b"more"));
+        assert_eq!(q.only_slice(), None, "two chunks go out as a writev");
+        assert_eq!(gather(&q), b"etingmore");
     }
 
     #[test]
