@@ -9,8 +9,9 @@
 #                                    # target/bench-footprint.md
 #
 # Each combination is a separate `cargo build --release` (the release profile as is: opt-level 3,
-# thin LTO, panic = "abort"; the binary is stripped on a copy, the profile does not strip), plus
-# one row for the `min-size` profile (opt-level "s", fat LTO) of the smallest build.
+# fat LTO, panic = "abort", cold crates at opt-level "s"; the binary is stripped on a copy, the
+# profile does not strip), plus one row for the `min-size` profile (opt-level "s" everywhere) of
+# the smallest build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
