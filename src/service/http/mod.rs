@@ -378,7 +378,12 @@ impl HttpService {
             continue_wanted: head.expect_continue && has_body,
             answer: Answer::Delegated,
         };
-        let delegated = match self.route(&head) {
+        let route = self.route(&head);
+        // Handed back to the parser once routed, for the next head to be built in; a WebSocket
+        // request takes it to the dispatcher.
+        #[cfg_attr(not(feature = "websocket"), allow(unused_mut))]
+        let mut head = Some(head);
+        let delegated = match route {
             Route::Respond(response) => {
                 request.answer = Answer::Respond(response);
                 None
@@ -415,8 +420,11 @@ impl HttpService {
             Route::Stats { all } => Some(Delegated::Stats { all }),
             Route::Metrics { all } => Some(Delegated::Metrics { all }),
             #[cfg(feature = "websocket")]
-            Route::WebSocket => Some(Delegated::WebSocket(head)),
+            Route::WebSocket => head.take().map(Delegated::WebSocket),
         };
+        if let Some(head) = head {
+            ex.parser.recycle(head);
+        }
         let next = self.refuse_before_body(cx, &mut request);
         ex.request = Some(request);
         match delegated {
