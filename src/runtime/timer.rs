@@ -5,7 +5,10 @@
 //! cancelling must be O(1) and allocation-free in the steady state: a deadline is a node in a slab,
 //! linked into the list of the wheel slot its tick falls in (`tick % SLOTS`). Expiry walks only the
 //! slots whose tick has passed; a node whose tick is a later lap of the wheel stays where it is.
-//! The poll timeout asks for the next non-empty slot, which is at worst a scan of `SLOTS` words.
+//! The poll timeout asks for the next non-empty slot: a bitmap of the non-empty slots makes that a
+//! scan of at most `SLOTS / 64` words (it was a scan of the slots themselves, and with every
+//! connection's deadline a keep-alive timeout away that walked thousands of them on every turn of
+//! the loop: 28% of the loop's instructions per HTTP request).
 //!
 //! Deadlines are rounded *up* to the next tick, so a timer never fires early; it fires at most one
 //! tick (`TICK`) late.
@@ -20,6 +23,10 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// keep-alive) simply stay in their slot for an extra lap.
 const SLOTS: usize = 4096;
 const NIL: u32 = u32::MAX;
+/// Words of the occupancy bitmap, one bit per slot.
+const WORDS: usize = SLOTS / 64;
+/// Nanoseconds per tick.
+const TICK_NANOS: u64 = TICK.as_nanos() as u64;
 
 /// Handle to an armed deadline, valid until it fires or is cancelled. Non-zero (node index + 1)
 /// so that `Option<TimerId>` takes 4 bytes in every connection.
@@ -49,6 +56,8 @@ struct Node {
 pub struct TimerWheel {
     origin: Instant,
     slots: Box<[u32]>,
+    /// Bit `slot % 64` of word `slot / 64` is set while `slots[slot]` is non-empty.
+    occupied: Box<[u64; WORDS]>,
     nodes: Slab<Node>,
     /// The first tick not yet expired.
     cursor: u64,
@@ -60,6 +69,7 @@ impl TimerWheel {
         TimerWheel {
             origin,
             slots: vec![NIL; SLOTS].into_boxed_slice(),
+            occupied: Box::new([0; WORDS]),
             nodes: Slab::new(),
             cursor: 0,
         }
@@ -76,10 +86,14 @@ impl TimerWheel {
     }
 
     fn tick_of(&self, at: Instant) -> u64 {
-        let ns = at.saturating_duration_since(self.origin).as_nanos();
-        let tick = TICK.as_nanos();
+        let since = at.saturating_duration_since(self.origin);
+        // u64 nanoseconds last 584 years, and spare the 128-bit division of `as_nanos`.
+        let ns = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
         // Round up: a deadline inside a tick belongs to the end of that tick.
-        ns.div_ceil(tick) as u64
+        ns.div_ceil(TICK_NANOS)
     }
 
     /// Arms a deadline at `at` for `owner`. O(1).
@@ -98,6 +112,7 @@ impl TimerWheel {
             self.nodes[head as usize].prev = id;
         }
         self.slots[slot] = id;
+        self.occupied[slot / 64] |= 1 << (slot % 64);
         TimerId::from_node(id)
     }
 
@@ -112,6 +127,9 @@ impl TimerWheel {
         } else {
             let slot = (node.due_tick % SLOTS as u64) as usize;
             self.slots[slot] = node.next;
+            if node.next == NIL {
+                self.occupied[slot / 64] &= !(1 << (slot % 64));
+            }
         }
         if node.next != NIL {
             self.nodes[node.next as usize].prev = node.prev;
@@ -124,20 +142,27 @@ impl TimerWheel {
         if self.nodes.is_empty() {
             return None;
         }
-        for step in 0..SLOTS as u64 {
-            let tick = self.cursor + step;
-            if self.slots[(tick % SLOTS as u64) as usize] != NIL {
-                return Some(self.instant_for_tick(tick));
+        let start = (self.cursor % SLOTS as u64) as usize;
+        // The words from the cursor's on, wrapping; the first is looked at twice, its bits before
+        // the cursor last (they are the slots one lap ahead).
+        for i in 0..=WORDS {
+            let w = (start / 64 + i) % WORDS;
+            let mut bits = self.occupied[w];
+            if i == 0 {
+                bits &= u64::MAX << (start % 64);
+            }
+            if bits != 0 {
+                let slot = w * 64 + bits.trailing_zeros() as usize;
+                let step = (slot + SLOTS - start) % SLOTS;
+                return Some(self.instant_for_tick(self.cursor + step as u64));
             }
         }
         None
     }
 
     fn instant_for_tick(&self, tick: u64) -> Instant {
-        let nanos = (tick as u128) * TICK.as_nanos();
-        let secs = (nanos / 1_000_000_000) as u64;
-        let sub = (nanos % 1_000_000_000) as u32;
-        self.origin + Duration::new(secs, sub)
+        let nanos = tick.saturating_mul(TICK_NANOS);
+        self.origin + Duration::from_nanos(nanos)
     }
 
     /// Removes every deadline due at or before `now` and appends its owner to `fired`.
@@ -253,5 +278,44 @@ mod tests {
         assert_eq!(w.next_deadline(), Some(t0));
         w.cancel(past);
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_millis(50)));
+    }
+
+    /// The bitmap scan agrees with a walk of the slots from the cursor, wherever the cursor is
+    /// (slots before it in its own word are a lap ahead) and across the wrap of the wheel.
+    #[test]
+    fn next_deadline_matches_a_walk_of_the_slots() {
+        let t0 = Instant::now();
+        let walk = |w: &TimerWheel| {
+            (0..SLOTS as u64)
+                .map(|step| w.cursor + step)
+                .find(|&tick| w.slots[(tick % SLOTS as u64) as usize] != NIL)
+                .map(|tick| w.instant_for_tick(tick))
+        };
+        let mut w = TimerWheel::new(t0);
+        let mut fired = Vec::new();
+        for (now_ms, due_ms) in [(0, 75_000), (630, 640), (700, 69_990), (41_000, 41_950)] {
+            w.expire(t0 + Duration::from_millis(now_ms), &mut fired);
+            let id = w.insert(t0 + Duration::from_millis(due_ms), (1, 0));
+            assert_eq!(
+                w.next_deadline(),
+                walk(&w),
+                "now {now_ms} ms, due {due_ms} ms"
+            );
+            w.insert(t0 + Duration::from_millis(now_ms + 80_000), (2, 0));
+            assert_eq!(
+                w.next_deadline(),
+                walk(&w),
+                "now {now_ms} ms, two deadlines"
+            );
+            w.cancel(id);
+            assert_eq!(
+                w.next_deadline(),
+                walk(&w),
+                "now {now_ms} ms, one cancelled"
+            );
+        }
+        w.expire(t0 + Duration::from_secs(3600), &mut fired);
+        assert!(w.is_empty());
+        assert_eq!(w.occupied.iter().sum::<u64>(), 0, "every bit cleared");
     }
 }

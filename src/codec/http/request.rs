@@ -23,6 +23,7 @@
 use super::body::{BodyDecoder, BodyError, BodyEvent, BodyLimits};
 use super::fields::{has_token, list_elements, trim_ows, MAX_HEADER_SLOTS};
 use crate::codec::escape::escaped;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Log target for protocol-level messages: `RUST_LOG=readyloop::http=debug` shows just these.
@@ -169,6 +170,25 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// A head with nothing in it, for `build_head` to fill.
+    const EMPTY: RequestHead = RequestHead {
+        method: Method::Get,
+        path: String::new(),
+        query: None,
+        version_minor: 1,
+        keep_alive: false,
+        body: BodyFraming::None,
+        expect_continue: false,
+        content_type: None,
+        host: None,
+        upgrade_websocket: false,
+        connection_upgrade: false,
+        ws_key: None,
+        ws_version: None,
+        origin: None,
+        ws_extensions: Vec::new(),
+    };
+
     /// Whether the client asks to switch to WebSocket. The handshake still has
     /// to check the method, `ws_key` and `ws_version` (RFC 6455 §4.2.1).
     pub fn wants_websocket(&self) -> bool {
@@ -227,11 +247,18 @@ enum State {
     Failed(HttpError),
 }
 
+/// A recycled head's path and host are kept for the next head only up to this capacity each
+/// (256 bytes): enough for the usual request, and a long target is not held on to.
+const RECYCLE_LIMIT: usize = 256;
+
 /// The request-side state machine of one connection.
 #[derive(Debug, Clone)]
 pub struct RequestParser {
     limits: Limits,
     state: State,
+    /// A head handed back with [`RequestParser::recycle`]: the next head is built in its box
+    /// and its path and host strings, so a request costs no `malloc` for them.
+    spare: Option<Box<RequestHead>>,
 }
 
 impl Default for RequestParser {
@@ -246,6 +273,16 @@ impl RequestParser {
         RequestParser {
             limits,
             state: State::Head,
+            spare: None,
+        }
+    }
+
+    /// Hands back a head the caller is done with, for the next head to be built in (its box
+    /// and its path and host strings, when they are short: see `RECYCLE_LIMIT`).
+    pub fn recycle(&mut self, head: Box<RequestHead>) {
+        let host = head.host.as_ref().map_or(0, String::capacity);
+        if self.spare.is_none() && head.path.capacity() <= RECYCLE_LIMIT && host <= RECYCLE_LIMIT {
+            self.spare = Some(head);
         }
     }
 
@@ -339,7 +376,7 @@ impl RequestParser {
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(map_httparse_error(e, window)),
         };
-        let head = build_head(&req, &self.limits)?;
+        let head = build_head(&req, &self.limits, self.spare.take())?;
         log::debug!(
             target: LOG,
             "request {} {} HTTP/1.{} ({len} byte head, body {:?}, keep-alive {})",
@@ -354,7 +391,7 @@ impl RequestParser {
             BodyFraming::Length(n) => BodyDecoder::Length { remaining: n },
             BodyFraming::Chunked => BodyDecoder::chunked(),
         });
-        Ok(Some((len, Box::new(head))))
+        Ok(Some((len, head)))
     }
 }
 
@@ -468,7 +505,7 @@ impl TransferCodings {
 /// (`/p?q`, or `/` when nothing follows the authority). Any other target comes
 /// back unchanged, without an authority. An `http` URI must name a host (RFC
 /// 9110 §4.2.1), and userinfo (`user@host`) in one is an error (§4.2.4): 400.
-fn split_absolute_form(target: &str) -> Result<(Option<&str>, String), HttpError> {
+fn split_absolute_form(target: &str) -> Result<(Option<&str>, Cow<'_, str>), HttpError> {
     let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
         let prefix = target.get(..scheme.len())?;
         prefix
@@ -477,7 +514,7 @@ fn split_absolute_form(target: &str) -> Result<(Option<&str>, String), HttpError
             .flatten()
     });
     let Some(rest) = after_scheme else {
-        return Ok((None, target.to_owned()));
+        return Ok((None, Cow::Borrowed(target)));
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
@@ -485,22 +522,51 @@ fn split_absolute_form(target: &str) -> Result<(Option<&str>, String), HttpError
         return Err(bad("invalid authority in the request target"));
     }
     let path = if path.starts_with('/') {
-        path.to_owned()
+        Cow::Borrowed(path)
     } else {
-        format!("/{path}")
+        Cow::Owned(format!("/{path}"))
     };
     Ok((Some(authority), path))
 }
 
-fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<RequestHead, HttpError> {
+/// Replaces `buf`'s text with `bytes` (invalid UTF-8 replaced), keeping its allocation.
+fn refill(mut buf: String, bytes: &[u8]) -> String {
+    buf.clear();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => buf.push_str(text),
+        Err(_) => buf.push_str(&String::from_utf8_lossy(bytes)),
+    }
+    buf
+}
+
+/// The checked head of `req`, built in `spare` (a recycled head) when there is one.
+fn build_head(
+    req: &httparse::Request<'_, '_>,
+    limits: &Limits,
+    spare: Option<Box<RequestHead>>,
+) -> Result<Box<RequestHead>, HttpError> {
     let method = Method::from_token(req.method.unwrap_or_default());
     let (authority, target) = split_absolute_form(req.path.unwrap_or_default())?;
     let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-        None => (target, None),
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (&*target, None),
+    };
+    let (mut head, path_buf, mut host_buf) = match spare {
+        Some(mut h) => {
+            let path = std::mem::take(&mut h.path);
+            let host = h.host.take().unwrap_or_default();
+            (h, path, host)
+        }
+        None => (Box::new(RequestHead::EMPTY), String::new(), String::new()),
+    };
+    let path = {
+        let mut buf = path_buf;
+        buf.clear();
+        buf.push_str(path);
+        buf
     };
     let version_minor = req.version.unwrap_or(1);
-    let mut head = RequestHead {
+    *head = RequestHead {
         method,
         path,
         query,
@@ -539,7 +605,10 @@ fn build_head(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Reques
             }
             head.expect_continue = version_minor >= 1;
         } else if is("host") {
-            set_once(&mut head.host, value, "duplicate Host")?;
+            if head.host.is_some() {
+                return Err(bad("duplicate Host"));
+            }
+            head.host = Some(refill(std::mem::take(&mut host_buf), trim_ows(value)));
         } else if is("content-type") {
             set_once(&mut head.content_type, value, "duplicate Content-Type")?;
         } else if is("sec-websocket-key") {
@@ -1210,6 +1279,37 @@ mod tests {
         for cut in 0..req.len() {
             let mut p = RequestParser::new(test_limits());
             assert_eq!(p.parse(&req[..cut]).unwrap(), (0, None), "cut at {cut}");
+        }
+    }
+
+    /// Heads built in a recycled head are the heads a fresh parser gives, whatever the head
+    /// before held (a query, a longer path, a host, a content type, an absolute-form target).
+    #[test]
+    fn recycled_heads_equal_fresh_ones() {
+        let requests: [&[u8]; 5] = [
+            b"POST /upload-file?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://other:81/p?q HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: \xff\r\n\r\n",
+        ];
+        let mut recycling = RequestParser::new(test_limits());
+        for request in requests {
+            let fresh = single_head(request);
+            let mut input = request;
+            loop {
+                let (n, event) = recycling.parse(input).unwrap();
+                input = &input[n..];
+                match event {
+                    Some(Event::Head(head)) => {
+                        assert_eq!(*head, fresh);
+                        recycling.recycle(head);
+                    }
+                    Some(Event::Body(_)) => {}
+                    Some(Event::End) => break,
+                    None => panic!("incomplete"),
+                }
+            }
         }
     }
 }

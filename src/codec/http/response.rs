@@ -9,6 +9,7 @@
 //! (at the head of a request, answered once its body has been read).
 
 use super::request::HttpError;
+use std::borrow::Cow;
 
 /// The interim answer to `Expect: 100-continue` (RFC 9110 §15.2.1).
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -183,8 +184,8 @@ pub struct Response {
     pub status: u16,
     /// The `Content-Type`.
     pub content_type: &'static str,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body: borrowed for a fixed one (`Response::fixed`, no copy per request).
+    pub body: Cow<'static, [u8]>,
     /// Further header fields.
     pub headers: Vec<(&'static str, &'static str)>,
 }
@@ -195,7 +196,17 @@ impl Response {
         Response {
             status,
             content_type,
-            body: body.into(),
+            body: Cow::Owned(body.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A response with a fixed `body` of type `content_type`, not copied.
+    pub fn fixed(status: u16, content_type: &'static str, body: &'static [u8]) -> Response {
+        Response {
+            status,
+            content_type,
+            body: Cow::Borrowed(body),
             headers: Vec::new(),
         }
     }
@@ -276,6 +287,12 @@ pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
 }
 
 fn push_field_text(out: &mut Vec<u8>, text: &str) {
+    let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+    if !text.as_bytes().iter().any(unsafe_byte) {
+        // The usual case: one copy, not a byte at a time.
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     out.extend(text.bytes().map(|b| {
         if matches!(b, b'\r' | b'\n' | 0) {
             b' '

@@ -3,8 +3,9 @@
 //! This file turns what the sans-IO `codec::http::RequestParser` reports (a head, body slices,
 //! the end of a request) into responses queued through the loop's `Context`. It owns the
 //! per-connection request state (`HttpConn`: nothing between requests, so an idle keep-alive
-//! connection costs a null pointer), the timers of a request (the header deadline against
-//! slowloris, the keep-alive timeout), and `uploads.rs` (`POST /upload-file`: the body goes to
+//! connection costs a null pointer; the loop keeps one emptied `Exchange` and one output buffer
+//! for the next request, so a keep-alive `GET` costs no `malloc` of this file's), the timers of a
+//! request (the header deadline against slowloris, the keep-alive timeout), and `uploads.rs` (`POST /upload-file`: the body goes to
 //! a task thread, `202` once it is all in and safe on disk). The files below it: `store.rs`
 //! (the task threads), `upload_dir.rs` (the upload dir's layout and locks), `recovery.rs`
 //! (what a crashed run left, settled at start-up).
@@ -41,6 +42,10 @@ const VERDICT_POLL: Duration = Duration::from_secs(1);
 /// A request body must bring this many bytes (1 KiB) per `--header-timeout` to keep its
 /// connection: at the default 10 s, at least ~100 bytes/s.
 const MIN_BODY_PROGRESS: usize = 1024;
+/// A response up to this size (4 KiB, the out queue's coalescing limit) is written into the
+/// service's reused buffer and copied into the connection's queue; a larger one is written into
+/// a buffer of its own, which the queue takes as it is.
+const COPY_LIMIT: usize = 4096;
 
 /// The chat page served at `GET /`.
 const CHAT_PAGE: &[u8] = include_bytes!("chat.html");
@@ -60,6 +65,22 @@ pub struct Exchange {
     request: Option<Request>,
     /// Body bytes received since the request deadline was last pushed back.
     body_progress: usize,
+    /// The request deadline is to be armed `header_timeout` from now before `on_data` returns:
+    /// once per call, however many times the call moved it (a new exchange, a complete head,
+    /// body progress), and not at all when the call ends with the connection idle (its
+    /// keep-alive timeout replaces it) or with a timer of its own (a pause).
+    rearm: bool,
+}
+
+impl Exchange {
+    fn new(limits: Limits) -> Exchange {
+        Exchange {
+            parser: RequestParser::new(limits),
+            request: None,
+            body_progress: 0,
+            rearm: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -153,6 +174,12 @@ pub struct HttpService {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     uploads: Uploads,
+    /// An emptied exchange (the parser idle, no request) kept for the next request: one per
+    /// loop, not per connection, so an idle connection still holds none.
+    spare: Option<Box<Exchange>>,
+    /// The buffer small responses are written into before being copied to the connection's
+    /// queue, reused (at most `COPY_LIMIT` bytes are kept).
+    out: Vec<u8>,
     /// `--inspect`: `/loop` and `/loop/ws` are served.
     #[cfg(feature = "websocket")]
     inspect: bool,
@@ -170,6 +197,8 @@ impl HttpService {
             header_timeout: web.header_timeout,
             keepalive_timeout: web.keepalive_timeout,
             uploads: Uploads::new(store, web.max_uploads),
+            spare: None,
+            out: Vec::new(),
             #[cfg(feature = "websocket")]
             inspect: web.inspect,
         }
@@ -213,17 +242,20 @@ impl HttpService {
         conn: &mut HttpConn,
         data: &[u8],
     ) -> Progress {
-        let id = cx.id();
-        let ex = conn.get_or_insert_with(|| {
-            // A new request begins: its head has `header_timeout` to arrive, however slowly
-            // its bytes trickle in.
-            cx.set_timer(id, self.header_timeout);
-            Box::new(Exchange {
-                parser: RequestParser::new(self.limits),
-                request: None,
-                body_progress: 0,
-            })
-        });
+        let ex = match conn {
+            Some(ex) => ex,
+            None => {
+                let limits = self.limits;
+                let mut ex = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| Box::new(Exchange::new(limits)));
+                // A new request begins: its head has `header_timeout` to arrive, however slowly
+                // its bytes trickle in.
+                ex.rearm = true;
+                conn.insert(ex)
+            }
+        };
         if ex.upload().is_some_and(|up| up.waits()) {
             // Paused: these bytes wait in the loop's buffer until the task thread catches up.
             return Progress::Used(0);
@@ -233,6 +265,8 @@ impl HttpService {
             let (n, event) = match ex.parser.parse(&data[used..]) {
                 Ok(x) => x,
                 Err(e) => {
+                    // Closing: the close has its own deadline.
+                    ex.rearm = false;
                     self.fail_request(cx, ex, &e);
                     return Progress::Used(data.len());
                 }
@@ -246,9 +280,20 @@ impl HttpService {
             };
             match next {
                 Next::Parse => {}
-                Next::Pause => return Progress::Used(used),
-                Next::Closed => return Progress::Used(data.len()),
-                Next::Delegate(d) => return Progress::Delegate(used, d),
+                Next::Pause | Next::Closed => {
+                    // A pause armed its own timer; a closing connection has the close's.
+                    ex.rearm = false;
+                    let n = if let Next::Pause = next {
+                        used
+                    } else {
+                        data.len()
+                    };
+                    return Progress::Used(n);
+                }
+                Next::Delegate(d) => {
+                    self.arm_deadline(cx, ex);
+                    return Progress::Delegate(used, d);
+                }
             }
         }
         self.settle(cx, conn, used == data.len());
@@ -270,16 +315,33 @@ impl HttpService {
         !matches!(self.refuse_before_body(cx, request), Next::Closed)
     }
 
-    /// After processing: an idle connection drops its request state and waits for the next
-    /// request under the keep-alive timeout; a busy one keeps it.
+    /// After processing: an idle connection drops its request state (kept as the loop's spare
+    /// exchange) and waits for the next request under the keep-alive timeout; a busy one keeps
+    /// it, under the request deadline.
     fn settle<S, M>(&mut self, cx: &mut Context<'_, S, M>, conn: &mut HttpConn, all_used: bool) {
-        let idle = conn
-            .as_ref()
-            .is_some_and(|ex| ex.request.is_none() && ex.parser.is_idle());
-        if idle && all_used {
+        let Some(ex) = conn else {
+            return;
+        };
+        if !(all_used && ex.request.is_none() && ex.parser.is_idle()) {
+            self.arm_deadline(cx, ex);
+            return;
+        }
+        let id = cx.id();
+        cx.set_timer(id, self.keepalive_timeout);
+        if let Some(mut ex) = conn.take() {
+            if self.spare.is_none() {
+                ex.body_progress = 0;
+                ex.rearm = false;
+                self.spare = Some(ex);
+            }
+        }
+    }
+
+    /// Arms the request deadline if this call moved it (`Exchange::rearm`).
+    fn arm_deadline<S, M>(&self, cx: &mut Context<'_, S, M>, ex: &mut Exchange) {
+        if std::mem::take(&mut ex.rearm) {
             let id = cx.id();
-            cx.set_timer(id, self.keepalive_timeout);
-            *conn = None;
+            cx.set_timer(id, self.header_timeout);
         }
     }
 
@@ -307,7 +369,7 @@ impl HttpService {
             if head.query.is_some() { "?" } else { "" }, head.query.as_deref().unwrap_or(""),
             head.version_minor);
         // The head is complete: from here the request is bounded by the body's own pace.
-        cx.set_timer(id, self.header_timeout);
+        ex.rearm = true;
         let has_body = head.body != BodyFraming::None;
         let mut request = Request {
             keep_alive: head.keep_alive && !cx.shutting_down(),
@@ -316,7 +378,12 @@ impl HttpService {
             continue_wanted: head.expect_continue && has_body,
             answer: Answer::Delegated,
         };
-        let delegated = match self.route(&head) {
+        let route = self.route(&head);
+        // Handed back to the parser once routed, for the next head to be built in; a WebSocket
+        // request takes it to the dispatcher.
+        #[cfg_attr(not(feature = "websocket"), allow(unused_mut))]
+        let mut head = Some(head);
+        let delegated = match route {
             Route::Respond(response) => {
                 request.answer = Answer::Respond(response);
                 None
@@ -353,8 +420,11 @@ impl HttpService {
             Route::Stats { all } => Some(Delegated::Stats { all }),
             Route::Metrics { all } => Some(Delegated::Metrics { all }),
             #[cfg(feature = "websocket")]
-            Route::WebSocket => Some(Delegated::WebSocket(head)),
+            Route::WebSocket => head.take().map(Delegated::WebSocket),
         };
+        if let Some(head) = head {
+            ex.parser.recycle(head);
+        }
         let next = self.refuse_before_body(cx, &mut request);
         ex.request = Some(request);
         match delegated {
@@ -393,8 +463,8 @@ impl HttpService {
         }
         let path = head.path.as_str();
         match path {
-            "/" if get => respond(Response::new(200, "text/html; charset=utf-8", CHAT_PAGE)),
-            "/healthz" if get => respond(Response::new(200, "text/plain; charset=utf-8", "ok")),
+            "/" if get => respond(Response::fixed(200, "text/html; charset=utf-8", CHAT_PAGE)),
+            "/healthz" if get => respond(Response::fixed(200, "text/plain; charset=utf-8", b"ok")),
             "/stats" if get => {
                 // `?all=1`: every worker of `serve --workers N` summed.
                 let all = head.query.as_deref().and_then(|q| query_param(q, "all"));
@@ -423,7 +493,7 @@ impl HttpService {
             "/loop/ws" if self.inspect => Route::WebSocket,
             #[cfg(feature = "websocket")]
             "/loop" if get && self.inspect => {
-                respond(Response::new(200, "text/html; charset=utf-8", LOOP_PAGE))
+                respond(Response::fixed(200, "text/html; charset=utf-8", LOOP_PAGE))
             }
             _ => match path.strip_prefix("/tasks/") {
                 Some(task) if get => {
@@ -447,14 +517,13 @@ impl HttpService {
         ex: &mut Exchange,
         bytes: &[u8],
     ) -> Next {
-        let id = cx.id();
         // Body bytes keep the request alive, but only real progress does: the deadline is pushed
         // back once per `MIN_BODY_PROGRESS` bytes, so a body trickling a byte at a time (the
         // slowloris of bodies) still times out.
         ex.body_progress += bytes.len();
         if ex.body_progress >= MIN_BODY_PROGRESS {
             ex.body_progress = 0;
-            cx.set_timer(id, self.header_timeout);
+            ex.rearm = true;
         }
         // A body nobody asked for is read and dropped.
         match ex.upload().map(|up| up.on_body(&mut self.uploads, bytes)) {
@@ -505,7 +574,8 @@ impl HttpService {
             (false, true) => Persist::KeepAlive,
             (false, false) => Persist::Default,
         };
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         match request.answer {
             Answer::Respond(response) => response.write_to(&mut out, persist, request.head_only),
             Answer::Upload(up) => up.into_response().write_to(&mut out, persist, false),
@@ -513,7 +583,14 @@ impl HttpService {
                 Response::text(500, "request not answered").write(&mut out, true, false)
             }
         }
-        cx.send(id, out);
+        if out.len() <= COPY_LIMIT {
+            cx.send_copy(id, &out);
+            if out.capacity() <= COPY_LIMIT {
+                self.out = out;
+            }
+        } else {
+            cx.send(id, out);
+        }
         if close {
             cx.close(id);
             return Next::Closed;
