@@ -267,14 +267,19 @@ fn read_to_eof(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(got)
 }
 
-#[test]
-fn a_close_with_nothing_unread_is_immediate_and_delivers_the_reply() {
+/// A loop whose handler greets each connection with 14 bytes and closes it, as hello does.
+fn greet_and_close() -> (EventLoop<Probe>, SocketAddr) {
     let probe = Probe {
         send_on_open: 14,
         close_on_open: true,
         ..Probe::default()
     };
-    let (mut ev, addr) = serve(probe, Config::default());
+    serve(probe, Config::default())
+}
+
+#[test]
+fn a_close_with_nothing_unread_is_immediate_and_delivers_the_reply() {
+    let (mut ev, addr) = greet_and_close();
     // A silent client that never closes its side: no lingering waits for its EOF.
     let mut client = TcpStream::connect(addr).unwrap();
     run_until(&mut ev, |ev| !closed(ev).is_empty());
@@ -285,12 +290,7 @@ fn a_close_with_nothing_unread_is_immediate_and_delivers_the_reply() {
 
 #[test]
 fn a_close_with_input_waiting_lingers_until_the_peer_is_done() {
-    let probe = Probe {
-        send_on_open: 14,
-        close_on_open: true,
-        ..Probe::default()
-    };
-    let (mut ev, addr) = serve(probe, Config::default());
+    let (mut ev, addr) = greet_and_close();
     let mut client = TcpStream::connect(addr).unwrap();
     // Input the server will never read, there before it accepts: closing now would reset.
     client.write_all(b"typed ahead\n").unwrap();

@@ -571,17 +571,7 @@ fn build_head(
         path,
         query,
         version_minor,
-        keep_alive: false,
-        body: BodyFraming::None,
-        expect_continue: false,
-        content_type: None,
-        host: None,
-        upgrade_websocket: false,
-        connection_upgrade: false,
-        ws_key: None,
-        ws_version: None,
-        origin: None,
-        ws_extensions: Vec::new(),
+        ..RequestHead::EMPTY
     };
     let mut content_length = None;
     let mut codings = TransferCodings::default();
