@@ -22,7 +22,12 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ou
 page=$(getconf PAGESIZE)
 table=target/bench-footprint.md
 
-# name | cargo flags | profile | serve flags
+# Static builds against musl, when its target is installed (`rustup target add
+# x86_64-unknown-linux-musl`; the default build's `ring` also needs `musl-gcc`, Debian's
+# musl-tools): no libc.so or ld.so to map, which is most of the RSS of the glibc builds.
+musl=x86_64-unknown-linux-musl
+
+# name | cargo flags | profile | serve flags | target (empty: the host's)
 combos=(
   "cli (hello + line)|--no-default-features --features cli|release|--http off"
   "cli (hello + line), min-size profile|--no-default-features --features cli|min-size|--http off"
@@ -31,15 +36,31 @@ combos=(
   "cli,websocket,redis|--no-default-features --features cli,websocket,redis|release|--http 127.0.0.1:0"
   "default without tls (http, websocket, redis, load, cli)|--no-default-features --features http,websocket,redis,load,cli|release|--http 127.0.0.1:0"
   "default (http, websocket, redis, load, cli, tls)||release|--http 127.0.0.1:0"
+  "cli (hello + line), static musl|--no-default-features --features cli|release|--http off|$musl"
+  "default without tls, static musl|--no-default-features --features http,websocket,redis,load,cli|release|--http 127.0.0.1:0|$musl"
+  "default, static musl||release|--http 127.0.0.1:0|$musl"
 )
 
 rows=()
 for combo in "${combos[@]}"; do
-  IFS='|' read -r name flags profile serve <<<"$combo"
+  IFS='|' read -r name flags profile serve target <<<"$combo"
+  dir="target/$profile"
+  if [ -n "$target" ]; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+      rows+=("| $name | \`${flags:-(none)}\` | $profile | skipped: target $target not installed | | | | |")
+      continue
+    fi
+    if [ -z "$flags" ] && ! command -v musl-gcc >/dev/null; then
+      rows+=("| $name | \`(none)\` | $profile | skipped: ring needs musl-gcc (Debian: musl-tools) | | | | |")
+      continue
+    fi
+    flags="$flags --target $target"
+    dir="target/$target/$profile"
+  fi
   # shellcheck disable=SC2086 # $flags is a list of words
   cargo build --quiet --profile "$profile" $flags
   bin="$out/readyloop"
-  cp "target/$profile/readyloop" "$bin"
+  cp "$dir/readyloop" "$bin"
   strip "$bin"
   size=$(stat -c %s "$bin")
 

@@ -81,9 +81,10 @@ fn pace(schedule: Schedule, t0_us: u64, handle: &Handle<()>, stop: &AtomicBool) 
 
 /// Sleeps until `mono_us() >= at`.
 fn sleep_until_us(at: u64) {
+    // The field types, not `libc::time_t` by name (deprecated on musl, whose `time_t` changes).
     let ts = libc::timespec {
-        tv_sec: (at / 1_000_000) as libc::time_t,
-        tv_nsec: ((at % 1_000_000) * 1000) as libc::c_long,
+        tv_sec: (at / 1_000_000) as _,
+        tv_nsec: ((at % 1_000_000) * 1000) as _,
     };
     // SAFETY: clock_nanosleep reads `ts`; with TIMER_ABSTIME the remainder is not written.
     // EINTR (a signal) just ends the sleep early; the caller looks at the clock again.
