@@ -447,10 +447,20 @@ fn set_once(
     value: &[u8],
     duplicate: &'static str,
 ) -> Result<(), HttpError> {
+    set_once_in(slot, value, duplicate, String::new())
+}
+
+/// `set_once`, writing the value into `buf` (a recycled head's string) instead of a new one.
+fn set_once_in(
+    slot: &mut Option<String>,
+    value: &[u8],
+    duplicate: &'static str,
+    buf: String,
+) -> Result<(), HttpError> {
     if slot.is_some() {
         return Err(bad(duplicate));
     }
-    *slot = Some(String::from_utf8_lossy(trim_ows(value)).into_owned());
+    *slot = Some(refill(buf, trim_ows(value)));
     Ok(())
 }
 
@@ -595,10 +605,8 @@ fn build_head(
             }
             head.expect_continue = version_minor >= 1;
         } else if is("host") {
-            if head.host.is_some() {
-                return Err(bad("duplicate Host"));
-            }
-            head.host = Some(refill(std::mem::take(&mut host_buf), trim_ows(value)));
+            let buf = std::mem::take(&mut host_buf);
+            set_once_in(&mut head.host, value, "duplicate Host", buf)?;
         } else if is("content-type") {
             set_once(&mut head.content_type, value, "duplicate Content-Type")?;
         } else if is("sec-websocket-key") {

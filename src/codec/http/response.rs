@@ -293,13 +293,7 @@ fn push_field_text(out: &mut Vec<u8>, text: &str) {
         out.extend_from_slice(text.as_bytes());
         return;
     }
-    out.extend(text.bytes().map(|b| {
-        if matches!(b, b'\r' | b'\n' | 0) {
-            b' '
-        } else {
-            b
-        }
-    }));
+    out.extend(text.bytes().map(|b| if unsafe_byte(&b) { b' ' } else { b }));
 }
 
 /// Appends `n` in decimal without going through `fmt`.
