@@ -65,6 +65,11 @@ impl InputBudget {
         self.update(key, |h| h.protocol = bytes);
     }
 
+    /// What `key`'s protocol reported holding.
+    pub(crate) fn protocol_of(&self, key: usize) -> usize {
+        self.held.get(&key).map_or(0, |h| h.protocol)
+    }
+
     /// `key` holds nothing any more (it closed).
     pub(crate) fn release(&mut self, key: usize) {
         if let Some(h) = self.held.remove(&key) {

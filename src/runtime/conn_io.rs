@@ -6,7 +6,7 @@
 //! `readyloop::io`). It borrows what one event needs from the `EventLoop` (the handler, the
 //! `Core`, the states and the loop's one read buffer) for the length of that event.
 
-use super::connection::{flags, Phase};
+use super::connection::{flags, Ending, Phase};
 use super::core::{Core, Who, IO, SPARE_INBUF};
 use super::handler::{with_conn, ContextOf, Handler};
 use super::id::CloseReason;
@@ -173,7 +173,7 @@ impl<H: Handler> ConnIo<'_, H> {
             let Some(c) = self.core.conns.get_mut(key) else {
                 return;
             };
-            let discarding = matches!(c.phase, Phase::Closing | Phase::Lingering);
+            let discarding = matches!(c.phase, Phase::Closing(_) | Phase::Lingering);
             if c.phase == Phase::Closed || c.has(flags::EOF) || (c.paused() && !discarding) {
                 return;
             }
@@ -352,7 +352,8 @@ impl<H: Handler> ConnIo<'_, H> {
                     tls.fail();
                 }
                 let id = self.core.id_of(key);
-                self.core.close_gracefully(id);
+                // A broken handshake or record: the peer may well be sending more.
+                self.core.close_gracefully(id, Ending::Linger);
             }
         }
     }
@@ -556,7 +557,7 @@ impl<H: Handler> ConnIo<'_, H> {
             if matches!(c.phase, Phase::Closed | Phase::Connecting) {
                 return;
             }
-            let closing = c.phase == Phase::Closing;
+            let closing = matches!(c.phase, Phase::Closing(_));
             let Some(b) = c.bufs.as_mut() else {
                 return;
             };
@@ -669,14 +670,19 @@ impl<H: Handler> ConnIo<'_, H> {
 
     /// A closing connection's queue is flushed: close it. A `close` while unread input sits
     /// in the socket's receive queue makes the kernel send a reset instead of a FIN, and a
-    /// reset can destroy the reply still on its way to the peer; so the loop looks first. The
-    /// peer's EOF already seen, or nothing waiting (one `read` says `WouldBlock`): close now,
-    /// and the kernel sends what is queued, then the FIN (nginx closes at once too when nothing
-    /// suggests more input). Input waiting: the peer is still talking, so send the FIN alone
-    /// and read and discard until its EOF (`linger`).
-    fn close_or_linger(&mut self, key: usize) {
+    /// reset can destroy the reply still on its way to the peer (the peer's kernel drops what
+    /// its application has not read yet). A close in the middle of the peer's input
+    /// (`Ending::Linger`) always lingers: one read showing nothing proves nothing while the
+    /// peer is still sending. A close at a boundary (`Ending::Look`) looks first: the peer's
+    /// EOF already seen, or nothing waiting (one `read` says `WouldBlock`), close now, and the
+    /// kernel sends what is queued, then the FIN (nginx closes at once too when nothing
+    /// suggests more input); input waiting, linger.
+    fn close_or_linger(&mut self, key: usize, ending: Ending) {
         let c = &self.core.conns[key];
         if !c.has(flags::EOF) {
+            if ending == Ending::Linger {
+                return self.linger(key);
+            }
             let mut probe = [0u8; 64];
             match c.stream.read(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -764,7 +770,7 @@ impl<H: Handler> ConnIo<'_, H> {
         self.core.update_interest(key);
         let c = &mut self.core.conns[key];
         match c.phase {
-            Phase::Closing => self.close_or_linger(key),
+            Phase::Closing(ending) => self.close_or_linger(key, ending),
             Phase::Open if was_blocked => {
                 self.call(key, |h, cx, conn| h.on_drained(cx, conn));
             }

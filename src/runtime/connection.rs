@@ -21,15 +21,27 @@ pub enum Phase {
     Connecting,
     /// Reading and writing; data goes to the handler.
     Open,
-    /// The handler asked to close: flush what is queued, then close, or linger if the peer
-    /// is still sending (`ConnIo::close_or_linger`). Reads are discarded.
-    Closing,
+    /// The handler asked to close: flush what is queued, then end as `Ending` says (see
+    /// `ConnIo::close_or_linger`). Reads are discarded.
+    Closing(Ending),
     /// FIN sent while input was still arriving; read and discard until the peer's EOF (or a
     /// timer), so that unread input does not turn our close into a reset that destroys the
     /// reply in flight (nginx' lingering close).
     Lingering,
     /// Done; the slab entry is freed at the end of this loop iteration.
     Closed,
+}
+
+/// How a closing connection ends once its queue is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The close came at a boundary of the peer's input (a reply sent, a greeting, `exit`):
+    /// look once for unread input, close at once if there is none, linger if there is.
+    Look,
+    /// The close came in the middle of the peer's input (a protocol error, a refused body):
+    /// more is surely on its way, and a reset would destroy our last word, so linger
+    /// whatever one read shows at the moment.
+    Linger,
 }
 
 /// Interest bits as registered with the poll (mio's `Interest` cannot be empty or const-built).

@@ -15,7 +15,7 @@ use super::addr::Addr;
 use super::budget::InputBudget;
 use super::config::{Config, Stats};
 use super::connection::{
-    flags, interest_name, Buffers, Connection, Phase, READABLE, UNREGISTERED, WRITABLE,
+    flags, interest_name, Buffers, Connection, Ending, Phase, READABLE, UNREGISTERED, WRITABLE,
 };
 use super::handle::Handle;
 use super::id::{CloseReason, ConnId, ListenerId};
@@ -262,8 +262,10 @@ impl<M> Core<M> {
         dropped
     }
 
-    pub(crate) fn close_gracefully(&mut self, id: ConnId) {
+    /// Closes `id` once its queue is flushed; `ending` says how (see `Ending`).
+    pub(crate) fn close_gracefully(&mut self, id: ConnId, ending: Ending) {
         let timeout = self.config.close_timeout;
+        let protocol_held = self.budget.protocol_of(id.key);
         let Some(c) = self.open_mut(id) else {
             return;
         };
@@ -272,7 +274,13 @@ impl<M> Core<M> {
             id.key,
             c.pending()
         );
-        c.phase = Phase::Closing;
+        // Input the protocol had not finished says the peer was part-way through a message.
+        let ending = if c.inbuf_len() > 0 || protocol_held > 0 {
+            Ending::Linger
+        } else {
+            ending
+        };
+        c.phase = Phase::Closing(ending);
         if let Some(b) = c.bufs.as_mut() {
             // No more input is delivered: free what it held now, not when the slot is reaped.
             b.inbuf = Vec::new();
@@ -423,7 +431,7 @@ impl<M> Core<M> {
             return;
         }
         let registered = c.interest != UNREGISTERED;
-        if !registered && c.phase == Phase::Closing && want & WRITABLE == 0 {
+        if !registered && matches!(c.phase, Phase::Closing(_)) && want & WRITABLE == 0 {
             // Closing discards input, so until a write blocks there is no event to wait for.
             return;
         }

@@ -424,7 +424,7 @@ impl<H: Handler> EventLoop<H> {
                         |h, cx, conn| h.on_timer(cx, conn),
                     );
                 }
-                Phase::Closing | Phase::Lingering => {
+                Phase::Closing(_) | Phase::Lingering => {
                     debug!("{}: close timed out", self.core.who(key));
                     self.core.close_now(key, None, CloseReason::TimedOut);
                 }

@@ -13,6 +13,7 @@
 
 use super::addr::Addr;
 use super::config::Stats;
+use super::connection::Ending;
 use super::core::Core;
 use super::handle::Handle;
 use super::id::{CloseReason, ConnId, ListenerId};
@@ -257,10 +258,22 @@ impl<'a, S, M> Context<'a, S, M> {
         self.core.discard_unsent(id)
     }
 
-    /// Closes `id` once its queued output is flushed (then FIN, then a short lingering read
-    /// so the peer gets everything before the socket goes). No more data is delivered for it.
+    /// Closes `id` once its queued output is flushed, then FIN. No more data is delivered for
+    /// it. For a close at a boundary of the peer's input (a reply sent, a greeting): input
+    /// that has arrived unread by then makes it a lingering close (read and discard until the
+    /// peer's EOF), so the peer gets everything before the socket goes. Input the loop or the
+    /// protocol (`hold_input`) still holds unfinished makes it one too.
     pub fn close(&mut self, id: ConnId) {
-        self.core.close_gracefully(id);
+        self.core.close_gracefully(id, Ending::Look);
+    }
+
+    /// Closes `id` as `close` does, for a close in the middle of the peer's input (a protocol
+    /// error, a message over the limit, a refused body): the peer is surely still sending, so
+    /// the close always lingers. A plain close would look once, might find nothing at that
+    /// moment, close, and turn the peer's next bytes into a reset that destroys our last word
+    /// (the 1009, the 413) before the peer reads it.
+    pub fn close_mid_input(&mut self, id: ConnId) {
+        self.core.close_gracefully(id, Ending::Linger);
     }
 
     /// Drops `id` now, discarding its queued output.

@@ -212,7 +212,7 @@ pub fn phase_index(phase: Phase) -> usize {
     match phase {
         Phase::Connecting => 0,
         Phase::Open => 1,
-        Phase::Closing => 2,
+        Phase::Closing(_) => 2,
         Phase::Lingering => 3,
         Phase::Closed => 4,
     }
@@ -287,7 +287,7 @@ impl Look {
     fn of(c: &Connection) -> Look {
         match c.phase {
             Phase::Connecting => Look::Connecting,
-            Phase::Closing => Look::Closing,
+            Phase::Closing(_) => Look::Closing,
             Phase::Lingering => Look::Lingering,
             Phase::Closed => Look::Closed,
             Phase::Open if c.has(flags::WRITE_BLOCKED) => Look::WriteBlocked,

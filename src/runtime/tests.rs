@@ -26,6 +26,9 @@ struct Probe {
     close_on_open: bool,
     /// Abort every other open connection on the first data of any connection.
     abort_others: bool,
+    /// Answer a connection's first data with 14 bytes and `close_mid_input`, as a protocol
+    /// error does.
+    fail_on_data: bool,
     /// The ids of the connections opened so far.
     ids: Vec<ConnId>,
 }
@@ -57,6 +60,10 @@ impl Handler for Probe {
             for other in cx.ids().into_iter().filter(|&o| o != id) {
                 cx.abort(other);
             }
+        }
+        if self.fail_on_data {
+            cx.send(id, vec![b'x'; 14]);
+            cx.close_mid_input(id);
         }
         data.len()
     }
@@ -299,6 +306,44 @@ fn a_close_with_input_waiting_lingers_until_the_peer_is_done() {
     let key = ev.handler().ids[0].key();
     run_until(&mut ev, |ev| ev.core.conns[key].phase == Phase::Lingering);
     // The FIN came after the reply, and the server still reads (and drops) what comes.
+    client.shutdown(std::net::Shutdown::Write).ok();
+    let reader = std::thread::spawn(move || {
+        let got = read_to_eof(&mut client);
+        (client, got)
+    });
+    run_until(&mut ev, |ev| !closed(ev).is_empty());
+    assert_eq!(closed(&ev), [CloseReason::Done]);
+    let (_client, got) = reader.join().unwrap();
+    assert_eq!(
+        got.expect("no reset: the reply arrives whole"),
+        vec![b'x'; 14]
+    );
+}
+
+#[test]
+fn a_close_mid_input_lingers_even_when_nothing_is_unread_at_that_moment() {
+    let probe = Probe {
+        fail_on_data: true,
+        ..Probe::default()
+    };
+    let (mut ev, addr) = serve(probe, Config::default());
+    let mut client = TcpStream::connect(addr).unwrap();
+    // The start of a message the server rejects; it reads all of it, so when its reply is
+    // flushed nothing is unread, yet the peer is still sending.
+    client.write_all(&[b'a'; 1024]).unwrap();
+    run_until(&mut ev, |ev| opened(ev) == 1);
+    let key = ev.handler().ids[0].key();
+    run_until(&mut ev, |ev| ev.core.conns[key].phase == Phase::Lingering);
+    // More of the message: to a closed socket it would be answered with a reset, and the
+    // reset would destroy the reply before the client reads it.
+    client.write_all(&[b'b'; 1024]).unwrap();
+    for _ in 0..5 {
+        ev.run_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert!(
+        closed(&ev).is_empty(),
+        "still lingering: the peer has not finished"
+    );
     client.shutdown(std::net::Shutdown::Write).ok();
     let reader = std::thread::spawn(move || {
         let got = read_to_eof(&mut client);

@@ -133,7 +133,8 @@ impl LineService {
                     flush_run(cx, &mut echo_run);
                     warn!(target: LOG, "conn {id}: line over {} bytes, closing", self.max_line);
                     cx.send(id, TOO_LONG_REPLY);
-                    cx.close(id);
+                    // The rest of the line is surely still coming.
+                    cx.close_mid_input(id);
                     return data.len();
                 }
             }
@@ -165,7 +166,7 @@ impl LineService {
     pub fn on_input_over_budget<S, M>(&mut self, cx: &mut Context<'_, S, M>) {
         let id = cx.id();
         cx.send(id, OVER_BUDGET_REPLY);
-        cx.close(id);
+        cx.close_mid_input(id);
     }
 
     /// A line client is gone.

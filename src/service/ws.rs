@@ -288,7 +288,12 @@ impl WsService {
                     if let Some((c, why)) = code {
                         debug!(target: LOG, "conn {id}: the peer closes with {c} \"{}\"", escaped(why));
                     }
-                    close(cx, &mut ws.phase, code.map(|(c, _)| c), "")
+                    // The peer has said its last word: a close at a boundary of its input.
+                    if ws.phase != Phase::Closing {
+                        ws.phase = Phase::Closing;
+                        cx.send(id, close_frame(code.map(|(c, _)| c), "", None));
+                    }
+                    cx.close(id);
                 }
             }
         }
@@ -384,7 +389,7 @@ impl WsService {
                 close_frame(Some(CloseCode::GOING_AWAY), "server shutting down", None),
             );
         }
-        cx.close(id);
+        cx.close_mid_input(id);
     }
 
     /// The connection is gone.
@@ -419,12 +424,15 @@ fn broadcast<S, M>(
     }
 }
 
-/// Queues our close frame (once) and closes the connection after the flush.
+/// Starts the closing handshake from our side: queues our close frame (once) and closes the
+/// connection after the flush. The peer goes on sending until it reads our frame (it may be
+/// part-way through a 16 MiB message), so the close lingers rather than turn its next bytes
+/// into a reset that would destroy the frame before it is read.
 fn close<S, M>(cx: &mut Context<'_, S, M>, phase: &mut Phase, code: Option<CloseCode>, why: &str) {
     let id = cx.id();
     if *phase != Phase::Closing {
         *phase = Phase::Closing;
         cx.send(id, close_frame(code, why, None));
     }
-    cx.close(id);
+    cx.close_mid_input(id);
 }

@@ -355,7 +355,9 @@ impl HttpService {
         let mut out = Vec::new();
         write_error(&mut out, e);
         cx.send(id, out);
-        cx.close(id);
+        // A bad or refused request: the rest of it (a body, a pipelined request) may be on
+        // its way, and a reset would destroy the error before the client reads it.
+        cx.close_mid_input(id);
     }
 
     fn on_head<S, M>(
@@ -410,7 +412,8 @@ impl HttpService {
                 let mut out = Vec::new();
                 response.write(&mut out, true, false);
                 cx.send(id, out);
-                cx.close(id);
+                // The body is still coming.
+                cx.close_mid_input(id);
                 return Next::Closed;
             }
             Route::Upload(Start::RefuseNow(response)) => {
@@ -658,7 +661,7 @@ impl HttpService {
                 let mut out = Vec::new();
                 write_error(&mut out, &HttpError::new(503, "server shutting down"));
                 cx.send(id, out);
-                cx.close(id);
+                cx.close_mid_input(id);
             }
             None => cx.close(id),
         }
@@ -675,7 +678,7 @@ impl HttpService {
                 let mut out = Vec::new();
                 write_error(&mut out, &error);
                 cx.send(id, out);
-                cx.close(id);
+                cx.close_mid_input(id);
             }
         }
     }
