@@ -295,6 +295,23 @@ fn a_close_with_nothing_unread_is_immediate_and_delivers_the_reply() {
     assert_eq!(read_to_eof(&mut client).unwrap(), vec![b'x'; 14]);
 }
 
+/// The client of a lingering connection sends its EOF: the server closes (`Done`), and the
+/// client reads the 14-byte reply whole, then the FIN, no reset.
+fn finish_lingering(ev: &mut EventLoop<Probe>, mut client: TcpStream) {
+    client.shutdown(std::net::Shutdown::Write).ok();
+    let reader = std::thread::spawn(move || {
+        let got = read_to_eof(&mut client);
+        (client, got)
+    });
+    run_until(ev, |ev| !closed(ev).is_empty());
+    assert_eq!(closed(ev), [CloseReason::Done]);
+    let (_client, got) = reader.join().unwrap();
+    assert_eq!(
+        got.expect("no reset: the reply arrives whole"),
+        vec![b'x'; 14]
+    );
+}
+
 #[test]
 fn a_close_with_input_waiting_lingers_until_the_peer_is_done() {
     let (mut ev, addr) = greet_and_close();
@@ -306,18 +323,7 @@ fn a_close_with_input_waiting_lingers_until_the_peer_is_done() {
     let key = ev.handler().ids[0].key();
     run_until(&mut ev, |ev| ev.core.conns[key].phase == Phase::Lingering);
     // The FIN came after the reply, and the server still reads (and drops) what comes.
-    client.shutdown(std::net::Shutdown::Write).ok();
-    let reader = std::thread::spawn(move || {
-        let got = read_to_eof(&mut client);
-        (client, got)
-    });
-    run_until(&mut ev, |ev| !closed(ev).is_empty());
-    assert_eq!(closed(&ev), [CloseReason::Done]);
-    let (_client, got) = reader.join().unwrap();
-    assert_eq!(
-        got.expect("no reset: the reply arrives whole"),
-        vec![b'x'; 14]
-    );
+    finish_lingering(&mut ev, client);
 }
 
 #[test]
@@ -344,16 +350,5 @@ fn a_close_mid_input_lingers_even_when_nothing_is_unread_at_that_moment() {
         closed(&ev).is_empty(),
         "still lingering: the peer has not finished"
     );
-    client.shutdown(std::net::Shutdown::Write).ok();
-    let reader = std::thread::spawn(move || {
-        let got = read_to_eof(&mut client);
-        (client, got)
-    });
-    run_until(&mut ev, |ev| !closed(ev).is_empty());
-    assert_eq!(closed(&ev), [CloseReason::Done]);
-    let (_client, got) = reader.join().unwrap();
-    assert_eq!(
-        got.expect("no reset: the reply arrives whole"),
-        vec![b'x'; 14]
-    );
+    finish_lingering(&mut ev, client);
 }
