@@ -543,7 +543,8 @@ fn sigterm_closes_idle_and_half_sent_connections_promptly() {
     // deadline.
     assert_eq!(half.response().status, 503);
     half.expect_closed();
-    // (Both closes are immediate: neither client has unread input. One still sending would be
-    // lingered for, up to 2 s, which the bound leaves room for.)
+    // (The idle client's close is immediate: it has nothing unread. The half-sent one is a
+    // close in the middle of its input, which lingers for the rest of its head, up to the 2 s
+    // linger timeout, since this client reads only afterwards; the bound leaves room for it.)
     assert!(took < Duration::from_secs(6), "exit took {took:?}");
 }
