@@ -595,7 +595,13 @@ impl HttpService {
             cx.send(id, out);
         }
         if close {
-            cx.close(id);
+            if request.keep_alive {
+                // Shutdown cut a keep-alive connection short: the client may have more
+                // requests on the way, so this close lingers rather than risk a reset.
+                cx.close_mid_input(id);
+            } else {
+                cx.close(id);
+            }
             return Next::Closed;
         }
         Next::Parse
