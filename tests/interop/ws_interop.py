@@ -63,8 +63,7 @@ def ws(addr, path, compression=None):
     if TLS is None:
         c = connect(f"ws://{addr}{path}", **opts)
     else:
-        port = addr.rsplit(":", 1)[1]
-        c = connect(f"wss://localhost:{port}{path}", ssl=TLS, **opts)
+        c = connect_tls(addr, path, opts)
     deflate = [e for e in c.protocol.extensions if isinstance(e, PerMessageDeflate)]
     if compression == "deflate":
         # The server imposes no context takeover both ways (RFC 7692 §7.1.1).
@@ -73,6 +72,29 @@ def ws(addr, path, compression=None):
     else:
         assert not deflate, "an extension nobody offered"
     return c
+
+
+# Opening handshakes over wss:// that the client lost and the script tried again.
+TLS_RETRIES = []
+
+
+def connect_tls(addr, path, opts):
+    """Connects over wss://, trying the opening handshake again (twice at most) when it times
+    out. websockets' sync client reads in a background thread while the main thread writes the
+    upgrade request, and on this CPython (3.11) the two concurrent calls on one SSL object now
+    and then lose the request when the server's TLS 1.3 session tickets arrive at that moment:
+    the server never receives it. About one connection in 200 hangs so, against Python's own
+    asyncio TLS server as much as against ours, and never with websockets' asyncio client
+    (one thread, memory BIO). A server that does not answer fails all three tries."""
+    port = addr.rsplit(":", 1)[1]
+    for attempt in range(3):
+        opts = dict(opts, open_timeout=5)
+        try:
+            return connect(f"wss://localhost:{port}{path}", ssl=TLS, **opts)
+        except TimeoutError:
+            if attempt == 2:
+                raise
+            TLS_RETRIES.append(path)
 
 
 def self_signed(directory):
@@ -252,6 +274,9 @@ def main():
             server.kill()
             server.wait()
             server.stdout.close()
+    if TLS_RETRIES:
+        print(f"note: {len(TLS_RETRIES)} wss opening handshake(s) lost by the client's "
+              f"thread race and tried again ({', '.join(TLS_RETRIES)})")
     print(f"ws_interop{' (wss)' if tls else ''}: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
