@@ -51,6 +51,8 @@ serve options:
   --inspect                  serve GET /loop, a live page of the loop (loopback --http only) [off]
   --tls-cert FILE --tls-key FILE  HTTPS and WSS on the HTTP listener (PEM: chain, key) [off]
   --line-tls                 TLS on the line listener too (same certificate)
+  --tls-handshake-timeout SECS  a TLS handshake must finish within this, where no
+                             other deadline bounds it (line)  [10]
   --redis redis://IP:PORT[/db]  relay /ws and line broadcasts through Redis pub/sub [off]
   --workers N                N worker processes sharing the ports (SO_REUSEPORT) [off]
 ";
@@ -298,6 +300,10 @@ fn serve(
             Long("tls-key") => tls_key = Some(text(parser, f)?.into()),
             #[cfg(feature = "tls")]
             Long("line-tls") => cfg.line_tls = true,
+            #[cfg(feature = "tls")]
+            Long("tls-handshake-timeout") => {
+                cfg.loop_config.tls_handshake_timeout = secs(parser, f)?
+            }
             #[cfg(not(feature = "tls"))]
             Long("tls-cert" | "tls-key" | "line-tls") => {
                 return Err(missing_feature("tls", &flag));

@@ -324,6 +324,43 @@ fn sigterm_sends_close_notify_to_every_tls_client_and_exits_0() {
 }
 
 #[test]
+fn a_stalled_handshake_on_the_line_listener_is_closed_by_the_handshake_deadline() {
+    // No --idle-timeout (the default): the line service arms no deadline, so the loop's own
+    // handshake deadline is what bounds a peer that never finishes its ClientHello.
+    let certs = Certs::new(KeyKind::EcdsaP256);
+    let mut args = certs.serve_args();
+    args.extend(["--line-tls", "--tls-handshake-timeout", "1"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(
+        &args,
+        Options {
+            rust_log: Some("readyloop=debug".into()),
+            ..Options::default()
+        },
+    );
+    // A client that finishes its handshake is past that deadline: idle for longer, it is
+    // still served (no --idle-timeout, so nothing closes it).
+    let mut patient = TlsClient::connect(server.line(), certs.client_config());
+    let mut stalled = connect(server.line());
+    let hello = client_hello(certs.client_config());
+    write_raw(&mut stalled, &hello[..hello.len() / 2]);
+    let start = Instant::now();
+    let got = raw_ending(&mut stalled, Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(got.is_empty(), "{got:?}");
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    patient.send(b"still here\n");
+    assert_eq!(patient.read_n(11), b"still here\n");
+    let log = server.stderr_text();
+    assert_eq!(
+        log.matches("TLS handshake not done in 1s, closing").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
 fn bad_certificate_and_key_files_fail_at_startup_naming_the_file() {
     let certs = Certs::new(KeyKind::EcdsaP256);
     let other = Certs::new(KeyKind::EcdsaP256);

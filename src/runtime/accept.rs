@@ -381,6 +381,8 @@ impl Acceptor {
         }
         trace!(target: IO, "{} accepted on {}", core.who(id.key), self.listeners[index].name);
         with_conn(handler, core, states, id, |h, cx, conn| h.on_open(cx, conn));
+        #[cfg(feature = "tls")]
+        core.arm_handshake_deadline(id.key);
         // Into the poll, now that `on_open` has said what the connection is for (one that
         // closes at once waits for no event: see `Core::insert`). Data may already be waiting
         // (the client wrote right after connecting); the registration reports it as an event,

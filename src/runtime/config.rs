@@ -35,6 +35,10 @@ pub struct Config {
     pub linger_timeout: Duration,
     /// How long shutdown waits for connections and background work: 10 s.
     pub shutdown_timeout: Duration,
+    /// How long an accepted TLS connection may take to finish its handshake when its handler
+    /// arms no deadline of its own: 10 s. Without it a peer that connects and never finishes
+    /// its ClientHello would hold its slot and its session for as long as it likes.
+    pub tls_handshake_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets (we coalesce writes ourselves, so Nagle only delays).
     pub nodelay: bool,
     /// Connection slots reserved up front: 1024. The server sets it to the descriptor limit,
@@ -55,6 +59,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             nodelay: true,
             reserve_connections: 1024,
         }

@@ -328,6 +328,9 @@ impl<H: Handler> ConnIo<'_, H> {
         }
         match outcome {
             Ok(received) => {
+                if received.established {
+                    self.core.handshake_done(key);
+                }
                 if received.established || has_output {
                     // Handshake records to send, or plaintext queued before the handshake
                     // completed that can now be sealed.

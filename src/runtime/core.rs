@@ -336,9 +336,12 @@ impl<M> Core<M> {
         self.update_interest(id.key);
     }
 
+    /// The handler arms `id`'s deadline.
     pub(crate) fn set_timer(&mut self, id: ConnId, after: Duration) {
         if self.open_mut(id).is_some() {
             self.set_timer_raw(id.key, after);
+            #[cfg(feature = "tls")]
+            self.deadline_is_the_handlers(id.key);
         }
     }
 
@@ -352,11 +355,14 @@ impl<M> Core<M> {
         c.timer = Some(self.timers.insert(at, (key, c.gen)));
     }
 
+    /// The handler disarms `id`'s deadline.
     pub(crate) fn cancel_timer(&mut self, id: ConnId) {
         if let Some(c) = self.open_mut(id) {
             if let Some(t) = c.timer.take() {
                 self.timers.cancel(t);
             }
+            #[cfg(feature = "tls")]
+            self.deadline_is_the_handlers(id.key);
         }
     }
 
@@ -396,6 +402,64 @@ impl<M> Core<M> {
     pub(crate) fn start_tls(&mut self, key: usize, session: super::tls::TlsSession) {
         self.buffers(key).tls = Some(Box::new(session));
         self.conns[key].flags |= flags::TLS;
+    }
+
+    /// The TLS session of slot `key`'s connection, if it speaks TLS.
+    #[cfg(feature = "tls")]
+    fn tls_of(&mut self, key: usize) -> Option<&mut super::tls::TlsSession> {
+        let c = self.conns.get_mut(key)?;
+        if !c.has(flags::TLS) {
+            return None;
+        }
+        c.bufs.as_mut()?.tls.as_deref_mut()
+    }
+
+    /// An accepted TLS connection whose handler armed no deadline in `on_open` gets the loop's
+    /// handshake deadline (`Config::tls_handshake_timeout`), so a peer that never finishes
+    /// its handshake cannot hold the slot for good.
+    #[cfg(feature = "tls")]
+    pub(crate) fn arm_handshake_deadline(&mut self, key: usize) {
+        let after = self.config.tls_handshake_timeout;
+        let Some(c) = self.conns.get(key) else {
+            return;
+        };
+        if c.phase != Phase::Open || c.timer.is_some() {
+            return;
+        }
+        match self.tls_of(key) {
+            Some(tls) if tls.phase() == super::tls::TlsPhase::Handshaking => {
+                tls.set_handshake_deadline(true);
+            }
+            _ => return,
+        }
+        self.set_timer_raw(key, after);
+    }
+
+    /// The handshake of slot `key` completed: the loop's handshake deadline, if that is the
+    /// one armed, is done with.
+    #[cfg(feature = "tls")]
+    pub(crate) fn handshake_done(&mut self, key: usize) {
+        if !self.tls_of(key).is_some_and(|t| t.handshake_deadline()) {
+            return;
+        }
+        self.deadline_is_the_handlers(key);
+        if let Some(t) = self.conns[key].timer.take() {
+            self.timers.cancel(t);
+        }
+    }
+
+    /// Whether slot `key`'s deadline is the loop's handshake deadline.
+    #[cfg(feature = "tls")]
+    pub(crate) fn is_handshake_deadline(&mut self, key: usize) -> bool {
+        self.tls_of(key).is_some_and(|t| t.handshake_deadline())
+    }
+
+    /// The handler armed or disarmed slot `key`'s deadline: it is not the loop's any more.
+    #[cfg(feature = "tls")]
+    fn deadline_is_the_handlers(&mut self, key: usize) {
+        if let Some(tls) = self.tls_of(key) {
+            tls.set_handshake_deadline(false);
+        }
     }
 
     /// Records the unfinished input `key` holds in the loop's keeping: the tail of a message in

@@ -412,7 +412,15 @@ impl<H: Handler> EventLoop<H> {
                 continue;
             }
             c.timer = None;
-            match c.phase {
+            let phase = c.phase;
+            #[cfg(feature = "tls")]
+            if phase == Phase::Open && self.core.is_handshake_deadline(key) {
+                debug!(target: super::tls::LOG, "{}: TLS handshake not done in {:?}, closing",
+                    self.core.who(key), self.core.config.tls_handshake_timeout);
+                self.core.close_now(key, None, CloseReason::TimedOut);
+                continue;
+            }
+            match phase {
                 // A deadline armed while connecting is a connect timeout: the handler decides.
                 Phase::Open | Phase::Connecting => {
                     let id = ConnId { key, gen };

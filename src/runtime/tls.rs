@@ -76,6 +76,10 @@ pub struct TlsSession {
     conn: usize,
     /// A fatal error ended the session.
     failed: bool,
+    /// The connection's deadline is the loop's handshake deadline
+    /// (`Config::tls_handshake_timeout`), not one its handler armed: it is cancelled when the
+    /// handshake completes, and if it passes first the loop closes the connection itself.
+    handshake_deadline: bool,
 }
 
 /// Runs `$body` with `$conn` bound to the unbuffered connection of either side (their methods
@@ -125,11 +129,23 @@ impl TlsSession {
             written: 0,
             conn,
             failed: false,
+            handshake_deadline: false,
         }
     }
 
     pub(crate) fn phase(&self) -> TlsPhase {
         self.phase
+    }
+
+    /// Whether the connection's deadline is the loop's handshake deadline.
+    pub(crate) fn handshake_deadline(&self) -> bool {
+        self.handshake_deadline
+    }
+
+    /// Says whose the connection's deadline is: the loop's handshake deadline (`true`) or
+    /// the handler's.
+    pub(crate) fn set_handshake_deadline(&mut self, ours: bool) {
+        self.handshake_deadline = ours;
     }
 
     /// Ciphertext waiting to be written.
