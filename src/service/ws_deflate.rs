@@ -10,7 +10,8 @@
 //! for a broadcast, which encodes a message at most once per variant — one compressed frame
 //! shared by every recipient that negotiated deflate, one plain frame shared by the rest —
 //! never once per recipient. A message shorter than `--ws-deflate-min`, or one that deflate
-//! does not shrink, goes out plain to everyone.
+//! does not shrink (judged every 64 KiB, so incompressible data is given up early:
+//! `Deflater::compress`), goes out plain to everyone.
 //!
 //! Built without the `ws-deflate` feature, nothing is ever negotiated and this file only
 //! builds plain frames.
