@@ -71,6 +71,19 @@ fn raw_ending(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
     }
 }
 
+/// Sends half a ClientHello and waits: the server must close without a word, after about
+/// the 1 s deadline the test server was given (not at once, and within 5 s).
+fn stall_handshake(addr: std::net::SocketAddr, certs: &Certs) {
+    let mut s = connect(addr);
+    let hello = client_hello(certs.client_config());
+    write_raw(&mut s, &hello[..hello.len() / 2]);
+    let start = Instant::now();
+    let got = raw_ending(&mut s, Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(got.is_empty(), "{got:?}");
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+}
+
 /// A TLS alert record (content type 21), if `bytes` begin with one.
 fn is_alert(bytes: &[u8]) -> bool {
     bytes.first() == Some(&0x15)
@@ -219,16 +232,7 @@ fn each_bad_peer_ends_only_its_own_connection_logged_once() {
         ),
         (
             "a stalled handshake (half a ClientHello), under --header-timeout 1",
-            Box::new(|| {
-                let mut s = connect(addr);
-                let hello = client_hello(certs.client_config());
-                write_raw(&mut s, &hello[..hello.len() / 2]);
-                let start = Instant::now();
-                let got = raw_ending(&mut s, Duration::from_secs(5));
-                let took = start.elapsed();
-                assert!(got.is_empty(), "{got:?}");
-                assert!(took >= Duration::from_millis(800), "closed after {took:?}");
-            }),
+            Box::new(|| stall_handshake(addr, &certs)),
             "closing before the TLS handshake finished",
         ),
         (
@@ -341,14 +345,7 @@ fn a_stalled_handshake_on_the_line_listener_is_closed_by_the_handshake_deadline(
     // A client that finishes its handshake is past that deadline: idle for longer, it is
     // still served (no --idle-timeout, so nothing closes it).
     let mut patient = TlsClient::connect(server.line(), certs.client_config());
-    let mut stalled = connect(server.line());
-    let hello = client_hello(certs.client_config());
-    write_raw(&mut stalled, &hello[..hello.len() / 2]);
-    let start = Instant::now();
-    let got = raw_ending(&mut stalled, Duration::from_secs(5));
-    let took = start.elapsed();
-    assert!(got.is_empty(), "{got:?}");
-    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    stall_handshake(server.line(), &certs);
     std::thread::sleep(Duration::from_millis(500));
     patient.send(b"still here\n");
     assert_eq!(patient.read_n(11), b"still here\n");
