@@ -305,7 +305,7 @@ fn serve(
                 cfg.loop_config.tls_handshake_timeout = secs(parser, f)?
             }
             #[cfg(not(feature = "tls"))]
-            Long("tls-cert" | "tls-key" | "line-tls") => {
+            Long("tls-cert" | "tls-key" | "line-tls" | "tls-handshake-timeout") => {
                 return Err(missing_feature("tls", &flag));
             }
             #[cfg(feature = "redis")]
