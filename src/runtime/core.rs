@@ -439,7 +439,7 @@ impl<M> Core<M> {
     /// one armed, is done with.
     #[cfg(feature = "tls")]
     pub(crate) fn handshake_done(&mut self, key: usize) {
-        if !self.tls_of(key).is_some_and(|t| t.handshake_deadline()) {
+        if !self.is_handshake_deadline(key) {
             return;
         }
         self.deadline_is_the_handlers(key);

@@ -289,10 +289,7 @@ impl WsService {
                         debug!(target: LOG, "conn {id}: the peer closes with {c} \"{}\"", escaped(why));
                     }
                     // The peer has said its last word: a close at a boundary of its input.
-                    if ws.phase != Phase::Closing {
-                        ws.phase = Phase::Closing;
-                        cx.send(id, close_frame(code.map(|(c, _)| c), "", None));
-                    }
+                    send_close_frame(cx, &mut ws.phase, code.map(|(c, _)| c), "");
                     cx.close(id);
                 }
             }
@@ -429,10 +426,21 @@ fn broadcast<S, M>(
 /// part-way through a 16 MiB message), so the close lingers rather than turn its next bytes
 /// into a reset that would destroy the frame before it is read.
 fn close<S, M>(cx: &mut Context<'_, S, M>, phase: &mut Phase, code: Option<CloseCode>, why: &str) {
+    send_close_frame(cx, phase, code, why);
     let id = cx.id();
+    cx.close_mid_input(id);
+}
+
+/// Queues our close frame, once per connection: the phase says whether it went already.
+fn send_close_frame<S, M>(
+    cx: &mut Context<'_, S, M>,
+    phase: &mut Phase,
+    code: Option<CloseCode>,
+    why: &str,
+) {
     if *phase != Phase::Closing {
         *phase = Phase::Closing;
+        let id = cx.id();
         cx.send(id, close_frame(code, why, None));
     }
-    cx.close_mid_input(id);
 }
